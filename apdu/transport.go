@@ -1,0 +1,91 @@
+package apdu
+
+import (
+	"context"
+	"fmt"
+)
+
+// Transport carries one command APDU to a card and returns the card's response APDU.
+// Implementations: the in-process card, the daemon's Unix socket, PC/SC.
+type Transport interface {
+	Transmit(ctx context.Context, command []byte) ([]byte, error)
+}
+
+// maxResponse bounds the data a host accepts through response chaining; a card that keeps answering
+// 61xx beyond it is broken or hostile.
+const maxResponse = 1 << 20
+
+// Exchange sends cmd and returns the complete response, doing what a PC/SC host does around a card:
+//   - a short command with more than 255 data bytes is split into a chain of CLA|0x10 commands of at
+//     most 255 bytes (an extended command is sent whole);
+//   - 61xx is followed by GET RESPONSE until the card has sent everything;
+//   - 6Cxx repeats the command with Le = xx.
+//
+// The returned Response carries the card's final status word; Exchange itself only fails on
+// transport errors and malformed responses.
+func Exchange(ctx context.Context, t Transport, cmd Command) (Response, error) {
+	var rsp Response
+	var err error
+	if !cmd.Extended && len(cmd.Data) > MaxShortLc {
+		rsp, err = sendChain(ctx, t, cmd)
+	} else {
+		rsp, err = send(ctx, t, cmd)
+	}
+	if err != nil {
+		return rsp, err
+	}
+	if rsp.SW.SW1() == 0x6C {
+		cmd.Ne = shortNe(rsp.SW.SW2())
+		if rsp, err = send(ctx, t, cmd); err != nil {
+			return rsp, err
+		}
+	}
+	if rsp.SW.SW1() != 0x61 {
+		return rsp, nil
+	}
+	data := append([]byte(nil), rsp.Data...)
+	for rsp.SW.SW1() == 0x61 {
+		get := Command{CLA: cmd.CLA &^ ClassChaining, INS: InsGetResponse, Ne: shortNe(rsp.SW.SW2())}
+		if rsp, err = send(ctx, t, get); err != nil {
+			return rsp, err
+		}
+		data = append(data, rsp.Data...)
+		if len(data) > maxResponse {
+			return Response{}, fmt.Errorf("apdu: response chaining exceeded %d bytes", maxResponse)
+		}
+	}
+	rsp.Data = data
+	return rsp, nil
+}
+
+func sendChain(ctx context.Context, t Transport, cmd Command) (Response, error) {
+	data := cmd.Data
+	for len(data) > MaxShortLc {
+		link := cmd
+		link.CLA |= ClassChaining
+		link.Data = data[:MaxShortLc]
+		link.Ne = 0
+		rsp, err := send(ctx, t, link)
+		if err != nil {
+			return rsp, err
+		}
+		if !rsp.SW.OK() {
+			return rsp, nil
+		}
+		data = data[MaxShortLc:]
+	}
+	cmd.Data = data
+	return send(ctx, t, cmd)
+}
+
+func send(ctx context.Context, t Transport, cmd Command) (Response, error) {
+	b, err := cmd.MarshalBinary()
+	if err != nil {
+		return Response{}, err
+	}
+	out, err := t.Transmit(ctx, b)
+	if err != nil {
+		return Response{}, err
+	}
+	return ParseResponse(out)
+}

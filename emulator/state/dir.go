@@ -1,0 +1,280 @@
+// Package state keeps one card's persistent content in a directory: atomic replace with fsync of
+// the file and the directory, an exclusive lock, a versioned schema, and files only the owner can read.
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// File names inside a state directory.
+const (
+	CardFile = "card.json"
+	LockFile = "lock"
+)
+
+// maxFileSize bounds what Read accepts; a card holds at most a few hundred kilobytes.
+const maxFileSize = 16 << 20
+
+var (
+	// ErrLocked is returned when another process holds the directory.
+	ErrLocked = errors.New("in use by another process")
+	// ErrNoCard is returned when the directory holds no card.
+	ErrNoCard = errors.New("no card")
+	// ErrExists is returned by Create when the directory already holds a card.
+	ErrExists = errors.New("already holds a card")
+)
+
+// Dir is a locked state directory. Its methods are not safe for concurrent use; the card
+// serializes its commands and so its saves.
+type Dir struct {
+	path string
+	lock *os.File
+}
+
+// Path returns the directory.
+func (d *Dir) Path() string { return d.path }
+
+// Create makes dir (mode 0700) if needed and locks it for a new card, which the caller then
+// writes with Save. It fails with ErrExists when dir already holds a card, unless replace is set.
+func Create(dir string, replace bool) (*Dir, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if err := syncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+		return nil, err
+	}
+	d, err := lock(dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, CardFile)); err == nil && !replace {
+		d.Close()
+		return nil, fmt.Errorf("state: %s: %w (use --force to replace it)", dir, ErrExists)
+	}
+	return d, nil
+}
+
+// Open locks an existing state directory and loads its card.
+func Open(dir string) (*Dir, *Card, error) {
+	if err := checkDir(dir); err != nil {
+		return nil, nil, err
+	}
+	d, err := lock(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := Read(dir)
+	if err != nil {
+		d.Close()
+		return nil, nil, err
+	}
+	return d, c, nil
+}
+
+// Read loads the card of dir without taking the lock. Saves replace the file atomically, so Read
+// sees either the previous or the next content, never a mix.
+func Read(dir string) (*Card, error) {
+	if err := checkDir(dir); err != nil {
+		return nil, err
+	}
+	name := filepath.Join(dir, CardFile)
+	f, err := os.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("state: %s: %w (create one with: tokenlab card init --state %s)", dir, ErrNoCard, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("state: %s: permissions %04o are too open for a file holding private keys (chmod 600 %s)", name, perm, name)
+	}
+	if fi.Size() > maxFileSize {
+		return nil, fmt.Errorf("state: %s: %d bytes is larger than any card (%d)", name, fi.Size(), maxFileSize)
+	}
+	b := make([]byte, fi.Size())
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return nil, fmt.Errorf("state: %s: %w", name, err)
+	}
+	c, err := Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("state: %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Decode parses and structurally checks a card document. It rejects unknown fields, trailing
+// data, a missing schema version and one newer than SchemaVersion.
+func Decode(b []byte) (*Card, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, errors.New("empty file")
+	}
+	var head struct {
+		Schema json.RawMessage `json:"schema"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return nil, jsonError(b, err)
+	}
+	if head.Schema == nil {
+		return nil, errors.New("no schema version")
+	}
+	v, err := strconv.Atoi(string(head.Schema))
+	if err != nil || v < 1 {
+		return nil, fmt.Errorf("schema: %s is not a schema version", head.Schema)
+	}
+	if v > SchemaVersion {
+		return nil, fmt.Errorf("schema version %d is newer than this binary (%d)", v, SchemaVersion)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	c := new(Card)
+	if err := dec.Decode(c); err != nil {
+		return nil, jsonError(b, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("line %d: data after the card document", lineOf(b, int(dec.InputOffset())))
+	}
+	return c, nil
+}
+
+// jsonError names the line and, for type errors, the field.
+func jsonError(b []byte, err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("line %d: %v", lineOf(b, int(syn.Offset)), syn)
+	case errors.As(err, &typ):
+		return fmt.Errorf("line %d: %s: %s is not a valid %s", lineOf(b, int(typ.Offset)), typ.Field, typ.Value, typ.Type)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("file ends in the middle of the document (truncated?)")
+	}
+	if s := err.Error(); strings.HasPrefix(s, "json: unknown field ") {
+		return fmt.Errorf("unknown field %s", strings.TrimPrefix(s, "json: unknown field "))
+	}
+	return err
+}
+
+func lineOf(b []byte, off int) int {
+	off = min(max(off, 0), len(b))
+	return bytes.Count(b[:off], []byte{'\n'}) + 1
+}
+
+// Save replaces the card document atomically: write a temporary file, fsync it, rename it over
+// the old one, fsync the directory. When Save returns nil the content survives a crash.
+func (d *Dir) Save(c *Card) error {
+	c.Schema = SchemaVersion
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	b = append(b, '\n')
+	f, err := os.CreateTemp(d.path, CardFile+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	// CreateTemp already uses 0600; Chmod guards against an unusual umask-less filesystem.
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(d.path, CardFile)); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	ok = true
+	return syncDir(d.path)
+}
+
+// Close releases the lock.
+func (d *Dir) Close() error {
+	if d.lock == nil {
+		return nil
+	}
+	err := d.lock.Close() // closing the descriptor drops the flock
+	d.lock = nil
+	return err
+}
+
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("state: %s: no such directory (create one with: tokenlab card init --state %s)", dir, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state: %s: not a directory", dir)
+	}
+	return nil
+}
+
+// lock takes an exclusive, non-blocking flock on dir/lock and records our pid in it, so that the
+// next process can say who holds the card.
+func lock(dir string) (*Dir, error) {
+	name := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			holder := "another process"
+			if b, rerr := os.ReadFile(name); rerr == nil {
+				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+					holder = fmt.Sprintf("process %d", pid)
+				}
+			}
+			return nil, fmt.Errorf("state: %s: %w (%s holds it)", dir, ErrLocked, holder)
+		}
+		return nil, fmt.Errorf("state: lock %s: %w", name, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &Dir{path: dir, lock: f}, nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("state: fsync %s: %w", dir, err)
+	}
+	return nil
+}

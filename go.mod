@@ -1,0 +1,10 @@
+module tokenlab
+
+go 1.26.0
+
+require (
+	golang.org/x/crypto v0.59.0
+	golang.org/x/sys v0.50.0
+)
+
+require filippo.io/bigmod v0.1.0
