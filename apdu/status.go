@@ -114,12 +114,12 @@ var (
 	ErrBlocked           = errors.New("authentication blocked")        // 6983
 	ErrVerifyFailed      = errors.New("verification failed")           // 63Cx, 6300
 	ErrConditions        = errors.New("conditions of use not satisfied")
-	ErrWrongLength       = errors.New("wrong length")                 // 6700
-	ErrIncorrectData     = errors.New("incorrect data")               // 6A80
-	ErrIncorrectP1P2     = errors.New("incorrect parameters P1-P2")   // 6A86, 6B00
-	ErrNotSupported      = errors.New("instruction not supported")    // 6D00, 6A81
-	ErrClassNotSupported = errors.New("class not supported")          // 6E00
-	ErrMemory            = errors.New("card memory failure or full")  // 6581, 6A84
+	ErrWrongLength       = errors.New("wrong length")                // 6700
+	ErrIncorrectData     = errors.New("incorrect data")              // 6A80
+	ErrIncorrectP1P2     = errors.New("incorrect parameters P1-P2")  // 6A86, 6B00
+	ErrNotSupported      = errors.New("instruction not supported")   // 6D00, 6A81
+	ErrClassNotSupported = errors.New("class not supported")         // 6E00
+	ErrMemory            = errors.New("card memory failure or full") // 6581, 6A84
 )
 
 // Error is a status word other than 9000, returned as a Go error.

@@ -154,10 +154,10 @@ func fascn(serial uint32) []byte {
 	chars = append(chars, fs)
 	chars = append(chars, digits(uint64(serial)%1000000, 6)...) // credential number
 	chars = append(chars, fs, 1, fs, 1, fs)                     // credential series, individual credential issue
-	chars = append(chars, digits(uint64(serial), 10)...)         // person identifier
-	chars = append(chars, 1)                                     // organizational category: federal government agency
-	chars = append(chars, digits(9999, 4)...)                    // organizational identifier
-	chars = append(chars, 1)                                     // person/organization association: employee
+	chars = append(chars, digits(uint64(serial), 10)...)        // person identifier
+	chars = append(chars, 1)                                    // organizational category: federal government agency
+	chars = append(chars, digits(9999, 4)...)                   // organizational identifier
+	chars = append(chars, 1)                                    // person/organization association: employee
 	chars = append(chars, es)
 	var lrc byte
 	for _, c := range chars {
