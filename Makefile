@@ -1,0 +1,65 @@
+# tokenlab — make targets. `make test` is what CI runs (.ci/run); `make demo` is the main job.
+
+GO      ?= go
+BIN     := bin/tokenlab
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages of the real peers the interop tests start (see interop/peers.go, which names the
+# package of every missing program).
+PEERS := pcscd vsmartcard-vpcd libpcsclite-dev pkgconf opensc opensc-pkcs11 \
+         yubico-piv-tool ykcs11 yubikey-manager
+
+.PHONY: all build test unit interop peers demo bench fuzz vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tokenlab
+
+# Installs what is missing (as root), then runs every test, real peers included.
+test: peers vet
+	$(GO) test -count=1 -timeout 30m ./...
+
+# Tests that need no peer.
+unit: vet
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /interop)
+
+interop: peers
+	$(GO) test -count=1 -v -timeout 30m ./interop/
+
+vet:
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+# Idempotent: installs only the packages that are missing, without recommends.
+peers:
+	@missing=$$(for p in $(PEERS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "peers: all installed"; \
+	fi
+
+demo: build
+	$(BIN) demo
+
+# Signing hot path, layer by layer; compare runs with benchstat.
+bench:
+	$(GO) test -run='^$$' -bench=Sign -benchmem -count=10 ./emulator/piv/ | tee bench.out
+
+# A short campaign on each fuzz target (FUZZTIME per target).
+FUZZTIME ?= 30s
+fuzz:
+	@for t in $$($(GO) test -list '^Fuzz' ./... | grep -E '^(Fuzz|ok)' | awk '/^Fuzz/{f=f" "$$1} /^ok/{if(f!="")print $$2":"f; f=""}'); do \
+		pkg=$${t%%:*}; for f in $${t#*:}; do \
+			echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -rf bin bench.out

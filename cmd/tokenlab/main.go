@@ -1,0 +1,118 @@
+// Command tokenlab is a hardware-token emulator and fuzz lab: a virtual YubiKey that real host
+// software uses through pcscd, with the tools to drive, observe and measure it.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// command is one subcommand: its flags are parsed from args and it writes to stdout.
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"card", "create and inspect a virtual card (init, status)", runCard},
+		{"serve", "run a virtual card and plug it into pcscd through vpcd", runServe},
+		{"demo", "show a virtual card end to end: keys, PIN policies, signatures", runDemo},
+	}
+}
+
+// usageError is a mistake on the command line; main prints it with the usage hint and exits 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			err := c.run(args[1:], stdout)
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, flag.ErrHelp):
+				return 0
+			case errors.As(err, new(usageError)):
+				fmt.Fprintf(stderr, "tokenlab %s: %v\n", c.name, err)
+				fmt.Fprintf(stderr, "run 'tokenlab %s -h' for usage\n", c.name)
+				return 2
+			}
+			fmt.Fprintf(stderr, "tokenlab %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "tokenlab: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: tokenlab <command> [flags]")
+	fmt.Fprintln(w)
+	cs := commands()
+	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "run 'tokenlab <command> -h' for the flags of a command")
+}
+
+// newFlags returns a flag set whose parse errors become usage errors and whose help goes to
+// stderr with the synopsis.
+func newFlags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet("tokenlab "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: tokenlab %s %s\n", name, synopsis)
+		fs.SetOutput(os.Stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return fs
+}
+
+// parse parses flags and rejects positional arguments the command does not take.
+func parse(fs *flag.FlagSet, args []string, positional int) ([]string, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return nil, err
+		}
+		return nil, usageError{err.Error()}
+	}
+	if fs.NArg() > positional {
+		return nil, usagef("unexpected argument %q", fs.Arg(positional))
+	}
+	return fs.Args(), nil
+}
+
+// requireFlag reports a missing mandatory flag.
+func requireFlag(name, value string) error {
+	if strings.TrimSpace(value) == "" {
+		return usagef("--%s is required", name)
+	}
+	return nil
+}
