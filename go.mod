@@ -8,3 +8,5 @@ require (
 )
 
 require filippo.io/bigmod v0.1.0
+
+require github.com/go-piv/piv-go/v2 v2.6.0

@@ -120,14 +120,16 @@ func (a *Applet) changeReference(cmd *apdu.Command) apdu.StatusWord {
 	var old, next [8]byte
 	copy(old[:], cmd.Data[:8])
 	copy(next[:], cmd.Data[8:])
-	if !validNewPIN(next) {
-		return apdu.SWIncorrectData
-	}
+	// The old value is checked first, as on a YubiKey: a wrong old PIN costs a try whatever the
+	// new one looks like (piv-go blocks the PUK this way with short random values).
 	if sw := a.checkReference(which, old); !sw.OK() {
 		if Slot(cmd.P2) == refPIN {
 			a.pinVerified = false
 		}
 		return sw
+	}
+	if !validNewPIN(next) {
+		return apdu.SWIncorrectData
 	}
 	return a.update(func(p *persistent) { which(p).value = next })
 }
@@ -146,11 +148,11 @@ func (a *Applet) resetRetryCounter(cmd *apdu.Command) apdu.StatusWord {
 	var puk, pin [8]byte
 	copy(puk[:], cmd.Data[:8])
 	copy(pin[:], cmd.Data[8:])
-	if !validNewPIN(pin) {
-		return apdu.SWIncorrectData
-	}
 	if sw := a.checkReference(pukOf, puk); !sw.OK() {
 		return sw
+	}
+	if !validNewPIN(pin) {
+		return apdu.SWIncorrectData
 	}
 	a.pinVerified = false
 	return a.update(func(p *persistent) {
