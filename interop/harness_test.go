@@ -147,23 +147,26 @@ func (p *pcscd) stop() error {
 	return errors.New("pcscd ignored SIGTERM for 5s and was killed")
 }
 
-// runningPcscd reports a live pcscd named by the system pid file.
+// runningPcscd finds a live pcscd process. It scans /proc rather than trusting
+// /run/pcscd/pcscd.pid, which another pcscd's exit may have removed.
 func runningPcscd() (int, bool) {
-	b, err := os.ReadFile(pcscdPID)
-	if err != nil {
-		return 0, false
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || !bytes.Contains(stat, []byte("(pcscd)")) {
+			continue
+		}
+		// A zombie still answers kill(pid, 0) but holds nothing.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 0 && fields[0] != "Z" {
+			return pid, true
+		}
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	// A zombie still answers kill(pid, 0) but holds nothing.
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	return pid, len(fields) > 0 && fields[0] != "Z" && strings.Contains(string(stat), "(pcscd)")
+	return 0, false
 }
 
 // listening reports whether a TCP port is in LISTEN state, from /proc/net. It must not connect:
@@ -220,6 +223,8 @@ func serve(t *testing.T, dir string) *server {
 		if err := s.stop(); err != nil {
 			t.Errorf("tokenlab serve: %v\n%s", err, s.log)
 		}
+		// pcscd notices the removal on its next poll; the next test must not meet a stale card.
+		waitCard(t, false)
 	})
 	waitCard(t, true)
 	return s

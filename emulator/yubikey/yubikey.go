@@ -10,6 +10,7 @@ import (
 
 	"tokenlab/emulator"
 	"tokenlab/emulator/keystore"
+	"tokenlab/emulator/mgmt"
 	"tokenlab/emulator/piv"
 	"tokenlab/emulator/state"
 )
@@ -107,8 +108,16 @@ func create(opts Options, sd *state.Dir) (*Device, error) {
 		return nil, err
 	}
 	d.PIV = a
-	d.Card = emulator.New(d.atr, d.PIV)
+	d.assemble()
 	return d, nil
+}
+
+// assemble puts the applets on the card: PIV, and the management application ykman reads the
+// device info from.
+func (d *Device) assemble() {
+	v := d.version
+	m := &mgmt.Applet{Version: [3]byte{v.Major, v.Minor, v.Patch}, Serial: d.serial}
+	d.Card = emulator.New(d.atr, d.PIV, m)
 }
 
 // Open locks the state directory dir and loads its card; every change the card acknowledges is
@@ -157,7 +166,7 @@ func load(doc *state.Card, touch piv.TouchFunc, sd *state.Dir) (*Device, error) 
 		return nil, err
 	}
 	d.PIV = a
-	d.Card = emulator.New(d.atr, d.PIV)
+	d.assemble()
 	return d, nil
 }
 
