@@ -24,6 +24,10 @@ type Applet interface {
 	// Process handles one complete command, chains already joined. It appends the response
 	// data to rsp and returns it with the status word.
 	Process(ctx context.Context, cmd *apdu.Command, rsp []byte) ([]byte, apdu.StatusWord)
+	// Bypassed tells the selected applet that the runtime answered a complete command itself
+	// (malformed, of a foreign class, a failed SELECT): state that is valid for the next command
+	// only, such as a PIN verified for a PIN-always key, must expire as if the applet had seen it.
+	Bypassed()
 }
 
 // Limits of the runtime.
@@ -60,6 +64,7 @@ type Card struct {
 	// buf is the scratch applets append their response data to; every response is copied out
 	// of it, so applets must append to the slice they are given and never return their own.
 	buf []byte
+	cmd apdu.Command
 }
 
 // New returns a powered card with the given ATR and applets. No applet is selected.
@@ -95,33 +100,38 @@ func (c *Card) reset() {
 func (c *Card) Transmit(ctx context.Context, command []byte) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cmd, err := apdu.ParseCommand(command)
+	// The command lives in the card, not on the stack: passed to an applet through an
+	// interface it would escape, one allocation per APDU on the signing path.
+	var err error
+	c.cmd, err = apdu.ParseCommand(command)
+	cmd := &c.cmd
 	if err != nil {
-		c.pending = nil
+		c.bypass()
 		return status(apdu.SWWrongLength), nil
 	}
 	if cmd.CLA&^apdu.ClassChaining != 0 {
-		c.pending, c.chaining = nil, false
+		c.bypass()
 		if cmd.CLA&0x0C != 0 && cmd.CLA&0x80 == 0 {
 			return status(apdu.SWSecureMessagingNotSupported), nil
 		}
 		return status(apdu.SWClassNotSupported), nil
 	}
 	if cmd.INS == apdu.InsGetResponse && c.pending != nil {
-		return c.getResponse(&cmd), nil
+		return c.getResponse(cmd), nil
 	}
 	c.pending = nil
 
 	if c.chaining && (cmd.INS != c.chainHdr[1] || cmd.P1 != c.chainHdr[2] || cmd.P2 != c.chainHdr[3]) {
-		// A different command abandons the chain.
-		c.chaining, c.chainData = false, nil
+		// A different command abandons the chain, which then counts as a command of its own.
+		c.bypass()
 	}
 	if cmd.IsChained() {
 		if cmd.INS == apdu.InsSelect || cmd.INS == apdu.InsGetResponse {
+			c.bypass()
 			return status(apdu.SWChainingNotSupported), nil
 		}
 		if len(c.chainData)+len(cmd.Data) > MaxChainData {
-			c.chaining, c.chainData = false, nil
+			c.bypass()
 			return status(apdu.SWWrongLength), nil
 		}
 		if !c.chaining {
@@ -134,7 +144,7 @@ func (c *Card) Transmit(ctx context.Context, command []byte) ([]byte, error) {
 	}
 	if c.chaining {
 		if len(c.chainData)+len(cmd.Data) > MaxChainData {
-			c.chaining, c.chainData = false, nil
+			c.bypass()
 			return status(apdu.SWWrongLength), nil
 		}
 		cmd.Data = append(c.chainData, cmd.Data...)
@@ -144,22 +154,24 @@ func (c *Card) Transmit(ctx context.Context, command []byte) ([]byte, error) {
 	var data []byte
 	var sw apdu.StatusWord
 	if cmd.INS == apdu.InsSelect {
-		data, sw = c.selectApplet(&cmd)
+		data, sw = c.selectApplet(cmd)
 	} else if c.selected == nil {
 		sw = apdu.SWNotFound
 	} else {
-		data, sw = c.selected.Process(ctx, &cmd, c.buf[:0])
+		data, sw = c.selected.Process(ctx, cmd, c.buf[:0])
 	}
-	return c.respond(&cmd, data, sw), nil
+	return c.respond(cmd, data, sw), nil
 }
 
 // selectApplet implements SELECT by DF name (P1 04) with right-truncated AIDs of at least five
 // bytes. There is no file system: every other form is "not found".
 func (c *Card) selectApplet(cmd *apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1 != 0x04 {
+		c.bypass()
 		return nil, apdu.SWNotFound
 	}
 	if cmd.P2&^0x0C != 0 { // first occurrence only, returning FCI (00), FCP (04) or nothing (0C)
+		c.bypass()
 		return nil, apdu.SWIncorrectP1P2
 	}
 	var next Applet
@@ -173,6 +185,7 @@ func (c *Card) selectApplet(cmd *apdu.Command) ([]byte, apdu.StatusWord) {
 	}
 	if next == nil {
 		// ISO 7816-4: a failed SELECT leaves the current application selected.
+		c.bypass()
 		return nil, apdu.SWNotFound
 	}
 	reselect := next == c.selected
@@ -205,7 +218,7 @@ func (c *Card) respond(cmd *apdu.Command, data []byte, sw apdu.StatusWord) []byt
 
 func (c *Card) getResponse(cmd *apdu.Command) []byte {
 	if cmd.P1 != 0 || cmd.P2 != 0 {
-		c.pending = nil
+		c.bypass()
 		return status(apdu.SWIncorrectP1P2)
 	}
 	limit := chunk
@@ -224,6 +237,16 @@ func (c *Card) getResponse(cmd *apdu.Command) []byte {
 	sw := c.pendingSW
 	c.pending = nil
 	return appendSW(out, nil, sw)
+}
+
+// bypass abandons pending responses and chains, and tells the selected applet that a command
+// went past it.
+func (c *Card) bypass() {
+	c.pending = nil
+	c.chaining, c.chainData = false, nil
+	if c.selected != nil {
+		c.selected.Bypassed()
+	}
 }
 
 // remaining returns 61xx, with xx = 00 meaning 256 or more.

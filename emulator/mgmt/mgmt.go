@@ -49,6 +49,9 @@ func (a *Applet) Select(_ bool, rsp []byte) ([]byte, apdu.StatusWord) {
 // Deselect implements emulator.Applet; the application has no security status.
 func (a *Applet) Deselect() {}
 
+// Bypassed implements emulator.Applet.
+func (a *Applet) Bypassed() {}
+
 // Process implements emulator.Applet.
 func (a *Applet) Process(_ context.Context, cmd *apdu.Command, rsp []byte) ([]byte, apdu.StatusWord) {
 	if cmd.INS != insReadConfig {

@@ -154,6 +154,13 @@ func (a *Applet) Deselect() {
 	a.mgmWitness, a.mgmChallenge = nil, nil
 }
 
+// Bypassed implements emulator.Applet: a command the applet did not see still ends a fresh
+// VERIFY and a pending management-key witness or challenge.
+func (a *Applet) Bypassed() {
+	a.pinFresh = false
+	a.mgmWitness, a.mgmChallenge = nil, nil
+}
+
 // Process implements emulator.Applet.
 func (a *Applet) Process(ctx context.Context, cmd *apdu.Command, rsp []byte) ([]byte, apdu.StatusWord) {
 	// Any command consumes a fresh VERIFY (PIN-always) and a pending management-key witness or

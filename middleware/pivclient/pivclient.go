@@ -323,8 +323,13 @@ func ParsePublicKey(alg byte, b []byte) (crypto.PublicKey, error) {
 // Authenticate runs GENERAL AUTHENTICATE with 82 00 and 81 data: an ECDSA signature over a
 // digest (DER), an Ed25519 signature over a message, or the raw RSA operation on a block.
 func (c *Client) Authenticate(ctx context.Context, slot, alg byte, data []byte) ([]byte, error) {
-	rsp, err := c.do(ctx, "general authenticate", apdu.Command{INS: 0x87, P1: alg, P2: slot,
-		Data: authTemplate([]byte{0x82, 0x00}, tlv.Append(nil, 0x81, data))})
+	// 7C { 82 00, 81 data } in one allocation: this is the signing hot path.
+	inner := 2 + tlv.HeaderLen(0x81, len(data)) + len(data)
+	b := make([]byte, 0, tlv.HeaderLen(0x7C, inner)+inner)
+	b = tlv.AppendHeader(b, 0x7C, inner)
+	b = append(b, 0x82, 0x00)
+	b = tlv.Append(b, 0x81, data)
+	rsp, err := c.do(ctx, "general authenticate", apdu.Command{INS: 0x87, P1: alg, P2: slot, Data: b})
 	if err != nil {
 		return nil, err
 	}
