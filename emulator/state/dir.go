@@ -157,6 +157,8 @@ func jsonError(b []byte, err error) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value"):
+		return fmt.Errorf("line %d: data after the card document", lineOf(b, int(syn.Offset)))
 	case errors.As(err, &syn):
 		return fmt.Errorf("line %d: %v", lineOf(b, int(syn.Offset)), syn)
 	case errors.As(err, &typ):
@@ -251,13 +253,13 @@ func lock(dir string) (*Dir, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			holder := "another process"
+			holder := ""
 			if b, rerr := os.ReadFile(name); rerr == nil {
 				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
-					holder = fmt.Sprintf("process %d", pid)
+					holder = fmt.Sprintf(" (pid %d)", pid)
 				}
 			}
-			return nil, fmt.Errorf("state: %s: %w (%s holds it)", dir, ErrLocked, holder)
+			return nil, fmt.Errorf("state: %s: %w%s", dir, ErrLocked, holder)
 		}
 		return nil, fmt.Errorf("state: lock %s: %w", name, err)
 	}

@@ -1,0 +1,139 @@
+package vpcd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"tokenlab/apdu/vpcd"
+	"tokenlab/emulator/yubikey"
+)
+
+// reader plays pcscd's vpcd driver: it listens, and talks to the card that connects.
+type reader struct {
+	t    *testing.T
+	ln   net.Listener
+	conn net.Conn
+}
+
+func listen(t *testing.T) *reader {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return &reader{t: t, ln: ln}
+}
+
+func (r *reader) accept() {
+	r.t.Helper()
+	r.ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := r.ln.Accept()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.conn = c
+}
+
+func (r *reader) send(payload ...byte) {
+	r.t.Helper()
+	// Length and payload in two writes, as vpcd 0.8 does.
+	if _, err := r.conn.Write([]byte{byte(len(payload) >> 8), byte(len(payload))}); err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.conn.Write(payload); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *reader) recv() []byte {
+	r.t.Helper()
+	r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	f, err := vpcd.ReadFrame(r.conn, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return f
+}
+
+func TestLink(t *testing.T) {
+	d, err := yubikey.New(yubikey.Options{Serial: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := listen(t)
+	var inserted, removed atomic.Int32
+	link := &Link{Addr: r.ln.Addr().String(), Card: d.Card,
+		Inserted: func() { inserted.Add(1) }, Removed: func() { removed.Add(1) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- link.Run(ctx) }()
+
+	r.accept()
+	r.send(byte(vpcd.GetATR))
+	if atr := r.recv(); !bytes.Equal(atr, yubikey.ATR) {
+		t.Errorf("ATR % X", atr)
+	}
+	r.send(byte(vpcd.PowerOn)) // no answer; the next frame answers the APDU
+	r.send(0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08)
+	if rsp := r.recv(); !bytes.HasSuffix(rsp, []byte{0x90, 0x00}) || rsp[0] != 0x61 {
+		t.Errorf("SELECT answered % X", rsp)
+	}
+	r.send(0x00, 0xF8, 0x00, 0x00, 0x00)
+	if rsp := r.recv(); !bytes.Equal(rsp, []byte{0, 0, 0, 5, 0x90, 0x00}) {
+		t.Errorf("GET SERIAL answered % X", rsp)
+	}
+
+	// pcscd restarts: the connection drops (the card is removed) and the card comes back.
+	r.conn.Close()
+	r.accept()
+	r.send(byte(vpcd.GetATR))
+	r.recv()
+	if inserted.Load() != 2 || removed.Load() != 1 {
+		t.Errorf("inserted %d, removed %d times; want 2 and 1", inserted.Load(), removed.Load())
+	}
+	// A reader that sends garbage is dropped, not obeyed.
+	r.send(0x03)
+	r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := r.conn.Read(make([]byte, 1)); err == nil {
+		t.Error("card kept talking after an unknown control code")
+	}
+	r.accept()
+
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not stop when its context ended")
+	}
+}
+
+func TestLinkWaitsForReader(t *testing.T) {
+	d, _ := yubikey.New(yubikey.Options{})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close() // nobody listens yet: pcscd is not running
+	link := &Link{Addr: addr, Card: d.Card}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go link.Run(ctx)
+	time.Sleep(300 * time.Millisecond)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("port %s taken by someone else meanwhile: %v", addr, err)
+	}
+	defer ln.Close()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("card did not connect once the reader appeared: %v", err)
+	}
+	c.Close()
+}

@@ -1,0 +1,157 @@
+package yubikey
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"tokenlab/emulator/piv"
+	"tokenlab/emulator/state"
+	"tokenlab/middleware/pivclient"
+)
+
+func TestInitOpenPersists(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "card")
+	d, err := Init(dir, Options{Serial: 42, Version: piv.Version{Major: 5, Minor: 4, Patch: 3}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Serial() != 42 || d.Version().String() != "5.4.3" {
+		t.Errorf("serial %d version %v", d.Serial(), d.Version())
+	}
+	c := pivclient.New(d.Card)
+	c.Select(ctx)
+	// Before 5.7 the default management key is 3DES.
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgTDES, piv.DefaultManagementKey); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := c.GenerateKey(ctx, 0x9A, pivclient.AlgECCP256, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.VerifyPIN(ctx, []byte("000000"))
+	if _, err := Open(dir, nil); err == nil {
+		t.Error("opened a card another holder has")
+	}
+	d.Close()
+
+	d, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	st := d.PIV.Status()
+	if st.PINRetries != 2 || len(st.Slots) != 2 || st.Slots[0].Slot != piv.SlotAuthentication {
+		t.Fatalf("after reopening: %+v", st)
+	}
+	c = pivclient.New(d.Card)
+	c.Select(ctx)
+	m, err := c.GetMetadata(ctx, 0x9A)
+	if err != nil || !m.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(pub) {
+		t.Errorf("key after reopening: %v", err)
+	}
+	if _, err := Init(dir, Options{}, true); err == nil {
+		t.Error("Init replaced a card that is in use")
+	}
+}
+
+func TestNewDefaults(t *testing.T) {
+	d, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Serial() < 10_000_000 || d.Serial() > 99_999_999 || d.Version() != DefaultVersion {
+		t.Errorf("serial %d version %v", d.Serial(), d.Version())
+	}
+	if st := d.PIV.Status(); st.ManagementKeyAlgorithm != piv.AES192 || !st.ManagementKeyDefault {
+		t.Errorf("5.7 default management key: %v", st.ManagementKeyAlgorithm)
+	}
+	if _, err := New(Options{ATR: make([]byte, 34)}); err == nil {
+		t.Error("34-byte ATR accepted")
+	}
+	if _, err := New(Options{Version: piv.Version{Major: 5, Minor: 2}, ManagementKeyAlgorithm: piv.AES128}); err == nil {
+		t.Error("AES management key on 5.2 accepted")
+	}
+}
+
+// A state file that parses but says something impossible is an error naming the file and field.
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Init(dir, Options{Serial: 9}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	good, _ := os.ReadFile(filepath.Join(dir, state.CardFile))
+	tests := []struct {
+		name  string
+		edit  func(c *state.Card)
+		field string
+	}{
+		{"version", func(c *state.Card) { c.Version = "5.7" }, "version"},
+		{"serial", func(c *state.Card) { c.Serial = 0 }, "serial"},
+		{"atr", func(c *state.Card) { c.ATR = nil }, "atr"},
+		{"pin retries", func(c *state.Card) { c.PIV.PIN.Retries = 9 }, "piv.pin.retries"},
+		{"pin value", func(c *state.Card) { c.PIV.PIN.Value = c.PIV.PIN.Value[:4] }, "piv.pin.value"},
+		{"puk max", func(c *state.Card) { c.PIV.PUK.MaxRetries = 0 }, "piv.puk.max_retries"},
+		{"management algorithm", func(c *state.Card) { c.PIV.ManagementKey.Algorithm = "des" }, "piv.management_key.algorithm"},
+		{"management key length", func(c *state.Card) { c.PIV.ManagementKey.Key = c.PIV.ManagementKey.Key[:8] }, "piv.management_key.key"},
+		{"slot", func(c *state.Card) { c.PIV.Keys[0].Slot = "9b" }, "piv.keys[0].slot"},
+		{"pin policy", func(c *state.Card) { c.PIV.Keys[0].PINPolicy = "sometimes" }, "piv.keys[0].pin_policy"},
+		{"origin", func(c *state.Card) { c.PIV.Keys[0].Origin = "found" }, "piv.keys[0].origin"},
+		{"store", func(c *state.Card) { c.PIV.Keys[0].Store = "tpm" }, "piv.keys[0].store"},
+		{"private key", func(c *state.Card) { c.PIV.Keys[0].Private = []byte("nope") }, "piv.keys[0].private"},
+		{"key algorithm mismatch", func(c *state.Card) { c.PIV.Keys[0].Algorithm = "eccp384" }, "piv.keys[0].private"},
+		{"object tag", func(c *state.Card) { c.PIV.Objects[0].Tag = "5fc1" + "0201" }, "piv.objects[0].tag"},
+		{"duplicate object", func(c *state.Card) { c.PIV.Objects = append(c.PIV.Objects, c.PIV.Objects[0]) }, "appears twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c state.Card
+			if err := json.Unmarshal(good, &c); err != nil {
+				t.Fatal(err)
+			}
+			tt.edit(&c)
+			b, _ := json.Marshal(&c)
+			if err := os.WriteFile(filepath.Join(dir, state.CardFile), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Read(dir)
+			if err == nil || !strings.Contains(err.Error(), tt.field) || !strings.Contains(err.Error(), state.CardFile) {
+				t.Errorf("Read: %v\nwant an error naming %s and %q", err, state.CardFile, tt.field)
+			}
+			if _, err := Open(dir, nil); err == nil {
+				t.Error("Open accepted what Read rejected")
+			}
+		})
+	}
+}
+
+// FuzzLoad: any state document that decodes either loads into a working card or is rejected
+// with an error; loading never panics.
+func FuzzLoad(f *testing.F) {
+	b, err := os.ReadFile("../state/testdata/card.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		doc, err := state.Decode(b)
+		if err != nil {
+			return
+		}
+		d, err := load(doc, nil, nil)
+		if err != nil {
+			return
+		}
+		c := pivclient.New(d.Card)
+		c.Select(context.Background())
+		c.PINStatus(context.Background())
+		_ = d.PIV.Status()
+	})
+}
