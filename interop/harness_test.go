@@ -215,10 +215,10 @@ type server struct {
 
 // serve starts `tokenlab serve` on the card in dir and waits until pcscd sees the card. The
 // card is stopped with SIGTERM when the test ends, and must exit cleanly.
-func serve(t *testing.T, dir string) *server {
+func serve(t *testing.T, dir string, args ...string) *server {
 	t.Helper()
 	needPcscd(t)
-	s := startServe(t, dir)
+	s := startServe(t, dir, args...)
 	t.Cleanup(func() {
 		if err := s.stop(); err != nil {
 			t.Errorf("tokenlab serve: %v\n%s", err, s.log)
@@ -230,10 +230,11 @@ func serve(t *testing.T, dir string) *server {
 	return s
 }
 
-func startServe(t *testing.T, dir string) *server {
+func startServe(t *testing.T, dir string, args ...string) *server {
 	t.Helper()
 	var log bytes.Buffer
-	cmd := exec.Command(tokenlabBin, "serve", "--state", dir, "--vpcd", fmt.Sprintf("127.0.0.1:%d", vpcdPort))
+	args = append([]string{"serve", "--state", dir, "--vpcd", fmt.Sprintf("127.0.0.1:%d", vpcdPort)}, args...)
+	cmd := exec.Command(tokenlabBin, args...)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,5 +275,37 @@ func signAndVerify(t *testing.T, s crypto.Signer, pub crypto.PublicKey) {
 		}
 	default:
 		t.Fatalf("unexpected key type %T", pub)
+	}
+}
+
+// TestPivGoTouchRefused: with `serve --touch refuse` nobody touches the card, and a key with
+// touch policy "always" does not sign, while one without touch does.
+func TestPivGoTouchRefused(t *testing.T) {
+	need(t, peerPcscliteDevLib)
+	dir := newCard(t)
+	serve(t, dir, "--touch", "refuse")
+	yk := openPivGo(t)
+	defer yk.Close()
+	for _, tc := range []struct {
+		slot  piv.Slot
+		touch piv.TouchPolicy
+		ok    bool
+	}{{piv.SlotAuthentication, piv.TouchPolicyAlways, false}, {piv.SlotCardAuthentication, piv.TouchPolicyNever, true}} {
+		pub, err := yk.GenerateKey(piv.DefaultManagementKey, tc.slot, piv.Key{Algorithm: piv.AlgorithmEC256, PINPolicy: piv.PINPolicyNever, TouchPolicy: tc.touch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, err := yk.PrivateKey(tc.slot, pub, piv.KeyAuth{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		digest := sha256.Sum256([]byte("touch"))
+		_, err = priv.(crypto.Signer).Sign(rand.Reader, digest[:], crypto.SHA256)
+		if tc.ok != (err == nil) {
+			t.Errorf("touch policy %v: sign error %v", tc.touch, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "6985")) {
+			t.Errorf("refused touch: %v, want 6985", err)
+		}
 	}
 }

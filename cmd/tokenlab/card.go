@@ -20,11 +20,11 @@ func runCard(args []string, stdout io.Writer) error {
 	}
 	switch args[0] {
 	case "init":
-		return runCardInit(args[1:], stdout)
+		return inSubcommand("card init", runCardInit(args[1:], stdout))
 	case "status":
-		return runCardStatus(args[1:], stdout)
+		return inSubcommand("card status", runCardStatus(args[1:], stdout))
 	case "attestation-root":
-		return runCardAttestationRoot(args[1:], stdout)
+		return inSubcommand("card attestation-root", runCardAttestationRoot(args[1:], stdout))
 	case "-h", "--help", "help":
 		fmt.Fprintln(stdout, "usage: tokenlab card init|status|attestation-root --state DIR [flags]")
 		return nil

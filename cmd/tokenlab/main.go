@@ -34,6 +34,21 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// subcommandError names the subcommand ("card init") an error came from.
+type subcommandError struct {
+	name string
+	err  error
+}
+
+func (e subcommandError) Error() string { return e.err.Error() }
+
+func inSubcommand(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return subcommandError{name, err}
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -49,17 +64,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, c := range commands() {
 		if c.name == args[0] {
 			err := c.run(args[1:], stdout)
+			name := c.name
+			var sub subcommandError
+			if errors.As(err, &sub) {
+				name, err = sub.name, sub.err
+			}
 			switch {
-			case err == nil:
-				return 0
-			case errors.Is(err, flag.ErrHelp):
+			case err == nil, errors.Is(err, flag.ErrHelp):
 				return 0
 			case errors.As(err, new(usageError)):
-				fmt.Fprintf(stderr, "tokenlab %s: %v\n", c.name, err)
-				fmt.Fprintf(stderr, "run 'tokenlab %s -h' for usage\n", c.name)
+				fmt.Fprintf(stderr, "tokenlab %s: %v (see tokenlab %s -h)\n", name, err, name)
 				return 2
 			}
-			fmt.Fprintf(stderr, "tokenlab %s: %v\n", c.name, err)
+			fmt.Fprintf(stderr, "tokenlab %s: %v\n", name, err)
 			return 1
 		}
 	}
@@ -85,7 +102,8 @@ func usage(w io.Writer) {
 func newFlags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("tokenlab "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
+	fs.Usage = func() {} // a parse error is one line; the full usage is for -h
+	usages[fs] = func() {
 		fmt.Fprintf(os.Stderr, "usage: tokenlab %s %s\n", name, synopsis)
 		fs.SetOutput(os.Stderr)
 		fs.PrintDefaults()
@@ -94,11 +112,14 @@ func newFlags(name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
+// usages holds the -h text of each flag set.
+var usages = map[*flag.FlagSet]func(){}
+
 // parse parses flags and rejects positional arguments the command does not take.
 func parse(fs *flag.FlagSet, args []string, positional int) ([]string, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usages[fs]()
 			return nil, err
 		}
 		return nil, usageError{err.Error()}

@@ -47,8 +47,9 @@ func (c *credential) blocked() bool { return c.retries <= 0 }
 
 // checkReference compares reference data against a credential the way a card must: a try is
 // consumed and committed before the comparison, so a crash or a torn write can never give it
-// back, and only a match restores the counter. which selects PIN or PUK in the persistent state.
-func (a *Applet) checkReference(which func(*persistent) *credential, candidate [8]byte) apdu.StatusWord {
+// back. A match restores the counter and applies onMatch (a new PIN, say) in the same commit.
+// which selects PIN or PUK in the persistent state.
+func (a *Applet) checkReference(which func(*persistent) *credential, candidate [8]byte, onMatch func(*persistent)) apdu.StatusWord {
 	if which(&a.p).blocked() {
 		return apdu.SWAuthenticationBlocked
 	}
@@ -59,7 +60,12 @@ func (a *Applet) checkReference(which func(*persistent) *credential, candidate [
 	if !equal(candidate[:], c.value[:]) {
 		return apdu.VerifyFailed(c.retries) // 63C0 on the try that blocks, 6983 after
 	}
-	return a.update(func(p *persistent) { which(p).retries = which(p).max })
+	return a.update(func(p *persistent) {
+		which(p).retries = which(p).max
+		if onMatch != nil {
+			onMatch(p)
+		}
+	})
 }
 
 func pinOf(p *persistent) *credential { return &p.pin }
@@ -92,7 +98,7 @@ func (a *Applet) verify(cmd *apdu.Command) apdu.StatusWord {
 	}
 	// A failed VERIFY sets the security status to FALSE (SP 800-73-4 Pt 2 §3.2.1).
 	a.pinVerified = false
-	sw := a.checkReference(pinOf, pin)
+	sw := a.checkReference(pinOf, pin, nil)
 	if sw.OK() {
 		a.pinVerified, a.pinFresh = true, true
 	}
@@ -122,16 +128,22 @@ func (a *Applet) changeReference(cmd *apdu.Command) apdu.StatusWord {
 	copy(next[:], cmd.Data[8:])
 	// The old value is checked first, as on a YubiKey: a wrong old PIN costs a try whatever the
 	// new one looks like (piv-go blocks the PUK this way with short random values).
-	if sw := a.checkReference(which, old); !sw.OK() {
+	valid := validNewPIN(next)
+	sw := a.checkReference(which, old, func(p *persistent) {
+		if valid {
+			which(p).value = next
+		}
+	})
+	switch {
+	case !sw.OK():
 		if Slot(cmd.P2) == refPIN {
 			a.pinVerified = false
 		}
 		return sw
-	}
-	if !validNewPIN(next) {
+	case !valid:
 		return apdu.SWIncorrectData
 	}
-	return a.update(func(p *persistent) { which(p).value = next })
+	return sw
 }
 
 // resetRetryCounter implements RESET RETRY COUNTER: the PUK unblocks the PIN and sets a new one.
@@ -148,17 +160,21 @@ func (a *Applet) resetRetryCounter(cmd *apdu.Command) apdu.StatusWord {
 	var puk, pin [8]byte
 	copy(puk[:], cmd.Data[:8])
 	copy(pin[:], cmd.Data[8:])
-	if sw := a.checkReference(pukOf, puk); !sw.OK() {
+	valid := validNewPIN(pin)
+	sw := a.checkReference(pukOf, puk, func(p *persistent) {
+		if valid {
+			p.pin.value = pin
+			p.pin.retries = p.pin.max
+		}
+	})
+	switch {
+	case !sw.OK():
 		return sw
-	}
-	if !validNewPIN(pin) {
+	case !valid:
 		return apdu.SWIncorrectData
 	}
 	a.pinVerified = false
-	return a.update(func(p *persistent) {
-		p.pin.value = pin
-		p.pin.retries = p.pin.max
-	})
+	return sw
 }
 
 // setPINRetries implements the Yubico SET PIN RETRIES (FA): P1 PIN tries, P2 PUK tries. It needs

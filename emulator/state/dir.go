@@ -4,6 +4,7 @@ package state
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -162,7 +164,7 @@ func jsonError(b []byte, err error) error {
 	case errors.As(err, &syn):
 		return fmt.Errorf("line %d: %v", lineOf(b, int(syn.Offset)), syn)
 	case errors.As(err, &typ):
-		return fmt.Errorf("line %d: %s: %s is not a valid %s", lineOf(b, int(typ.Offset)), typ.Field, typ.Value, typ.Type)
+		return fmt.Errorf("line %d: %s: a JSON %s where %s belongs", lineOf(b, int(typ.Offset)), typ.Field, typ.Value, jsonKind(typ.Type))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errors.New("file ends in the middle of the document (truncated?)")
 	}
@@ -170,6 +172,27 @@ func jsonError(b []byte, err error) error {
 		return fmt.Errorf("unknown field %s", strings.TrimPrefix(s, "json: unknown field "))
 	}
 	return err
+}
+
+// jsonKind names what a Go type looks like in JSON.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		if t.Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) || reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) {
+			return "a string"
+		}
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return fmt.Sprintf("an integer (%v)", t.Kind())
+	}
+	return "a " + t.String()
 }
 
 func lineOf(b []byte, off int) int {

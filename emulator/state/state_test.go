@@ -80,7 +80,7 @@ func TestReadErrors(t *testing.T) {
 		{"no schema", `{"serial": 7}`, 0o600, "no schema version"},
 		{"bad schema", `{"schema": "one"}`, 0o600, "not a schema version"},
 		{"unknown field", `{"schema": 1, "colour": "blue"}`, 0o600, `unknown field "colour"`},
-		{"wrong type", "{\"schema\": 1,\n \"serial\": \"seven\"}", 0o600, "line 2: serial"},
+		{"wrong type", "{\"schema\": 1,\n \"serial\": \"seven\"}", 0o600, "line 2: serial: a JSON string where an integer (uint32) belongs"},
 		{"bad hex", `{"schema": 1, "atr": "zz"}`, 0o600, "not hex"},
 		{"trailing data", `{"schema": 1} {}`, 0o600, "data after the card document"},
 		{"readable by others", `{"schema": 1}`, 0o644, "too open"},

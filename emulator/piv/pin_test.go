@@ -1,0 +1,124 @@
+package piv
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"tokenlab/apdu"
+	"tokenlab/emulator"
+	"tokenlab/emulator/keystore"
+	"tokenlab/emulator/state"
+)
+
+// commitLog records the PIN and PUK counters of every commit, and can fail commits.
+type commitLog struct {
+	pin, puk []int
+	fail     func(n int) bool // fail the n-th commit (0-based)
+}
+
+func (l *commitLog) commit(st *state.PIV) error {
+	n := len(l.pin)
+	l.pin = append(l.pin, st.PIN.Retries)
+	l.puk = append(l.puk, st.PUK.Retries)
+	if l.fail != nil && l.fail(n) {
+		return errors.New("disk full")
+	}
+	return nil
+}
+
+func newLoggedCard(t *testing.T, l *commitLog) *emulator.Card {
+	t.Helper()
+	a, err := New(Config{Version: Version{5, 7, 1}, Serial: 1, Keys: keystore.Software{}, Commit: l.commit}, AES192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := emulator.New([]byte{0x3B, 0}, a)
+	send(t, c, "00A4040005A000000308")
+	return c
+}
+
+func send(t *testing.T, c *emulator.Card, h string) apdu.StatusWord {
+	t.Helper()
+	out, err := c.Transmit(context.Background(), mustHex(t, h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := apdu.ParseResponse(out)
+	return r.SW
+}
+
+func mustHex(t *testing.T, h string) []byte {
+	t.Helper()
+	b := make([]byte, len(h)/2)
+	for i := range b {
+		var v byte
+		for _, ch := range h[2*i : 2*i+2] {
+			v <<= 4
+			switch {
+			case ch >= '0' && ch <= '9':
+				v |= byte(ch - '0')
+			case ch >= 'A' && ch <= 'F':
+				v |= byte(ch - 'A' + 10)
+			default:
+				t.Fatalf("bad hex %q", h)
+			}
+		}
+		b[i] = v
+	}
+	return b
+}
+
+const (
+	verifyRight = "0020008008313233343536FFFF"
+	verifyWrong = "0020008008303030303030FFFF"
+)
+
+// The try is committed before the comparison: a right PIN commits the decrement, then the
+// restored counter; a wrong one commits only the decrement.
+func TestTryCommittedBeforeComparison(t *testing.T) {
+	l := &commitLog{}
+	c := newLoggedCard(t, l)
+	if sw := send(t, c, verifyWrong); sw != 0x63C2 {
+		t.Fatalf("wrong PIN: %v", sw)
+	}
+	if len(l.pin) != 1 || l.pin[0] != 2 {
+		t.Fatalf("wrong PIN committed %v, want [2]", l.pin)
+	}
+	if sw := send(t, c, verifyRight); sw != apdu.SWSuccess {
+		t.Fatalf("right PIN: %v", sw)
+	}
+	if len(l.pin) != 3 || l.pin[1] != 1 || l.pin[2] != 3 {
+		t.Fatalf("right PIN committed %v after [2], want [1 3]: decrement first, then restore", l.pin[1:])
+	}
+	// The PUK alike, through RESET RETRY COUNTER.
+	if sw := send(t, c, "002C0080103132333435363738313131313131FFFF"); sw != apdu.SWSuccess {
+		t.Fatalf("unblock: %v", sw)
+	}
+	// Two commits: the PUK try, then the restored PUK with the new PIN in one go.
+	if got, pins := l.puk[len(l.puk)-2:], l.pin[len(l.pin)-2:]; got[0] != 2 || got[1] != 3 || pins[1] != 3 {
+		t.Errorf("unblock committed PUK %v and PIN %v, want PUK [2 3] and a restored PIN", got, pins)
+	}
+}
+
+// If the decrement cannot be committed, the PIN is not compared at all: even the right PIN fails
+// and the counter stays as it is on disk.
+func TestNoComparisonWithoutCommit(t *testing.T) {
+	l := &commitLog{fail: func(int) bool { return true }}
+	c := newLoggedCard(t, l)
+	if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
+		t.Fatalf("right PIN with a failing disk: %v, want 6581", sw)
+	}
+	if sw := send(t, c, "00200080"); sw != 0x63C3 {
+		t.Errorf("status after the failed commit: %v, want 63C3 (not verified, no try lost)", sw)
+	}
+	// When only the restore fails, the try stays consumed and the PIN is not verified.
+	l.pin, l.puk = l.pin[:0], l.puk[:0]
+	l.fail = func(n int) bool { return n == 1 }
+	if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
+		t.Fatalf("right PIN with a failing restore: %v, want 6581", sw)
+	}
+	if sw := send(t, c, "00200080"); sw != 0x63C2 {
+		t.Errorf("status after a failed restore: %v, want 63C2", sw)
+	}
+}
