@@ -83,3 +83,23 @@ func BenchmarkCardSign(b *testing.B) {
 }
 
 var yubikeyDefaultKey = []byte{1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8}
+
+// BenchmarkCardAPDU is the card path without cryptography: GET SERIAL encoded, processed and
+// decoded. It is the fixed cost every APDU adds, which the signature benchmarks hide in the noise.
+func BenchmarkCardAPDU(b *testing.B) {
+	ctx := context.Background()
+	d, err := yubikey.New(yubikey.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl := pivclient.New(d.Card)
+	if _, err := cl.Select(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := cl.Serial(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
