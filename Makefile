@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/tokenlab
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian packages of the real peers the interop tests start (see interop/peers.go, which names the
+# Debian packages of the real peers the interop tests start (see interop/peers_test.go, which names the
 # package of every missing program).
 PEERS := pcscd vsmartcard-vpcd libpcsclite-dev pkgconf opensc opensc-pkcs11 \
          yubico-piv-tool ykcs11 yubikey-manager
@@ -50,7 +50,9 @@ demo: build
 
 # Signing hot path, layer by layer; compare runs with benchstat.
 bench:
-	$(GO) test -run='^$$' -bench=Sign -benchmem -count=10 ./emulator/piv/ | tee bench.out
+	$(GO) test -run='^$$' -bench=. -benchmem -count=10 ./bench/ | tee bench.out
+	@command -v benchstat >/dev/null && benchstat -row /curve -col .name bench.out || \
+		echo "compare layers with: go run golang.org/x/perf/cmd/benchstat@latest -row /curve -col .name bench.out"
 
 # A short campaign on each fuzz target (FUZZTIME per target).
 FUZZTIME ?= 30s

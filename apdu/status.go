@@ -27,6 +27,7 @@ const (
 	SWNotFound                    StatusWord = 0x6A82
 	SWNotEnoughMemory             StatusWord = 0x6A84
 	SWIncorrectP1P2               StatusWord = 0x6A86
+	SWAlreadyExists               StatusWord = 0x6A89
 	SWReferenceNotFound           StatusWord = 0x6A88
 	SWWrongP1P2                   StatusWord = 0x6B00
 	SWWrongLe                     StatusWord = 0x6C00 // 6Cxx: repeat the command with Le = xx
@@ -75,6 +76,7 @@ var swText = map[StatusWord]string{
 	SWNotFound:                    "file or application not found",
 	SWNotEnoughMemory:             "not enough memory",
 	SWIncorrectP1P2:               "incorrect parameters P1-P2",
+	SWAlreadyExists:               "data object already exists",
 	SWReferenceNotFound:           "referenced data not found",
 	SWWrongP1P2:                   "wrong parameters P1-P2",
 	SWInstructionNotSupported:     "instruction not supported",

@@ -2,6 +2,7 @@ package apdu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -11,9 +12,12 @@ type Transport interface {
 	Transmit(ctx context.Context, command []byte) ([]byte, error)
 }
 
-// maxResponse bounds the data a host accepts through response chaining; a card that keeps answering
-// 61xx beyond it is broken or hostile.
+// maxResponse bounds the data a host accepts through response chaining; a card that keeps
+// answering 61xx beyond it, or answers 61xx without data, is broken or hostile.
 const maxResponse = 1 << 20
+
+// ErrChaining is returned when a card's response chaining does not converge.
+var ErrChaining = errors.New("apdu: card's response chaining does not end")
 
 // Exchange sends cmd and returns the complete response, doing what a PC/SC host does around a card:
 //   - a short command with more than 255 data bytes is split into a chain of CLA|0x10 commands of at
@@ -45,13 +49,19 @@ func Exchange(ctx context.Context, t Transport, cmd Command) (Response, error) {
 	}
 	data := append([]byte(nil), rsp.Data...)
 	for rsp.SW.SW1() == 0x61 {
+		if err := ctx.Err(); err != nil {
+			return Response{}, err
+		}
 		get := Command{CLA: cmd.CLA &^ ClassChaining, INS: InsGetResponse, Ne: shortNe(rsp.SW.SW2())}
 		if rsp, err = send(ctx, t, get); err != nil {
 			return rsp, err
 		}
+		if len(rsp.Data) == 0 && rsp.SW.SW1() == 0x61 {
+			return Response{}, fmt.Errorf("%w: 61xx without data", ErrChaining)
+		}
 		data = append(data, rsp.Data...)
 		if len(data) > maxResponse {
-			return Response{}, fmt.Errorf("apdu: response chaining exceeded %d bytes", maxResponse)
+			return Response{}, fmt.Errorf("%w: more than %d bytes", ErrChaining, maxResponse)
 		}
 	}
 	rsp.Data = data

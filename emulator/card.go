@@ -75,6 +75,14 @@ func New(atr []byte, applets ...Applet) *Card {
 // ATR returns the answer to reset.
 func (c *Card) ATR() []byte { return bytes.Clone(c.atr) }
 
+// Exclusive runs f between commands, for a consistent look at applet state while hosts use the
+// card.
+func (c *Card) Exclusive(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f()
+}
+
 // PowerOn applies power: a cold reset. Volatile state starts empty.
 func (c *Card) PowerOn() { c.reset() }
 

@@ -201,30 +201,3 @@ func AppendHeader(dst []byte, tag Tag, n int) []byte {
 func Append(dst []byte, tag Tag, value []byte) []byte {
 	return append(AppendHeader(dst, tag, len(value)), value...)
 }
-
-// AddTLV adds a data object whose value is written by f, computing the minimal length afterwards.
-func AddTLV(b *cryptobyte.Builder, tag Tag, f cryptobyte.BuilderContinuation) {
-	child := cryptobyte.NewBuilder(nil)
-	f(child)
-	v, err := child.Bytes()
-	if err != nil {
-		b.SetError(err)
-		return
-	}
-	AddBytes(b, tag, v)
-}
-
-// AddBytes adds a data object with the given value.
-func AddBytes(b *cryptobyte.Builder, tag Tag, value []byte) {
-	if !tag.Valid() {
-		b.SetError(fmt.Errorf("tlv: malformed tag %X", uint32(tag)))
-		return
-	}
-	if len(value) > MaxLength {
-		b.SetError(fmt.Errorf("tlv: value of %d bytes exceeds %d", len(value), MaxLength))
-		return
-	}
-	var hdr [7]byte
-	b.AddBytes(AppendHeader(hdr[:0], tag, len(value)))
-	b.AddBytes(value)
-}

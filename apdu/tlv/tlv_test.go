@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"strings"
 	"testing"
-
-	"golang.org/x/crypto/cryptobyte"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -92,26 +90,6 @@ func TestAppend(t *testing.T) {
 		if HeaderLen(tt.tag, tt.n) != len(want) {
 			t.Errorf("HeaderLen(%v, %d) = %d, want %d", tt.tag, tt.n, HeaderLen(tt.tag, tt.n), len(want))
 		}
-	}
-}
-
-func TestBuilder(t *testing.T) {
-	var b cryptobyte.Builder
-	AddTLV(&b, 0x7C, func(b *cryptobyte.Builder) {
-		AddBytes(b, 0x82, nil)
-		AddBytes(b, 0x81, bytes.Repeat([]byte{1}, 200))
-	})
-	out, err := b.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.HasPrefix(out, unhex(t, "7C 81 CD 82 00 81 81 C8")) {
-		t.Errorf("nested = % X", out[:8])
-	}
-	var bad cryptobyte.Builder
-	AddBytes(&bad, 0x5F, nil) // 5F announces a second byte
-	if _, err := bad.Bytes(); err == nil {
-		t.Error("malformed tag accepted")
 	}
 }
 

@@ -26,8 +26,7 @@ func runCard(args []string, stdout io.Writer) error {
 	case "attestation-root":
 		return inSubcommand("card attestation-root", runCardAttestationRoot(args[1:], stdout))
 	case "-h", "--help", "help":
-		fmt.Fprintln(stdout, "usage: tokenlab card init|status|attestation-root --state DIR [flags]")
-		return nil
+		return helpError{"usage: tokenlab card init|status|attestation-root --state DIR [flags]\n"}
 	}
 	return usagef("unknown subcommand %q (want init, status or attestation-root)", args[0])
 }
@@ -37,7 +36,7 @@ func runCardInit(args []string, stdout io.Writer) error {
 	dir := fs.String("state", "", "state directory of the card (created if missing)")
 	serial := fs.String("serial", "", "serial number (default: random eight digits)")
 	version := fs.String("version", yubikey.DefaultVersion.String(), "firmware version the card reports")
-	mgmAlg := fs.String("mgmt-key-alg", "", "algorithm of the default management key: aes192 (default from 5.7.0), 3des (default before), aes128, aes256")
+	mgmAlg := fs.String("mgmt-key-alg", "", "algorithm of the default management key: aes192 (default from firmware 5.7.0) or 3des (default before)")
 	force := fs.Bool("force", false, "replace a card that already exists in the state directory")
 	if _, err := parse(fs, args, 0); err != nil {
 		return err
@@ -68,7 +67,7 @@ func runCardInit(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer d.Close()
-	st := d.PIV.Status()
+	st := d.Status()
 	fmt.Fprintf(stdout, "initialized card %d (firmware %v) in %s\n", d.Serial(), d.Version(), *dir)
 	fmt.Fprintf(stdout, "PIN 123456, PUK 12345678, management key %v 010203040506070801020304050607080102030405060708\n", st.ManagementKeyAlgorithm)
 	return nil
@@ -120,7 +119,7 @@ func runCardStatus(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st := d.PIV.Status()
+	st := d.Status()
 	out := statusJSON{
 		Serial:        d.Serial(),
 		Version:       d.Version().String(),
@@ -187,7 +186,7 @@ func runCardAttestationRoot(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	root := d.PIV.AttestationRoot()
+	root := d.AttestationRoot()
 	if root == nil {
 		return fmt.Errorf("card %d has no attestation root (its attestation key was imported)", d.Serial())
 	}

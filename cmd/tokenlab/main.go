@@ -69,8 +69,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if errors.As(err, &sub) {
 				name, err = sub.name, sub.err
 			}
+			var help helpError
 			switch {
-			case err == nil, errors.Is(err, flag.ErrHelp):
+			case err == nil:
+				return 0
+			case errors.As(err, &help):
+				fmt.Fprint(stderr, help.text)
 				return 0
 			case errors.As(err, new(usageError)):
 				fmt.Fprintf(stderr, "tokenlab %s: %v (see tokenlab %s -h)\n", name, err, name)
@@ -97,30 +101,32 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "run 'tokenlab <command> -h' for the flags of a command")
 }
 
-// newFlags returns a flag set whose parse errors become usage errors and whose help goes to
-// stderr with the synopsis.
+// newFlags returns a flag set that prints nothing itself: a parse error becomes a one-line usage
+// error, and -h a helpError carrying the full usage.
 func newFlags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("tokenlab "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {} // a parse error is one line; the full usage is for -h
-	usages[fs] = func() {
-		fmt.Fprintf(os.Stderr, "usage: tokenlab %s %s\n", name, synopsis)
-		fs.SetOutput(os.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: tokenlab %s %s\n", name, synopsis)
 		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
 
-// usages holds the -h text of each flag set.
-var usages = map[*flag.FlagSet]func(){}
+// helpError carries the usage text that -h asked for.
+type helpError struct{ text string }
+
+func (e helpError) Error() string { return e.text }
 
 // parse parses flags and rejects positional arguments the command does not take.
 func parse(fs *flag.FlagSet, args []string, positional int) ([]string, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			usages[fs]()
-			return nil, err
+			var b strings.Builder
+			fs.SetOutput(&b)
+			fs.Usage()
+			fs.SetOutput(io.Discard)
+			return nil, helpError{b.String()}
 		}
 		return nil, usageError{err.Error()}
 	}

@@ -21,7 +21,7 @@ func runServe(args []string, stdout io.Writer) error {
 	fs := newFlags("serve", "--state DIR [--vpcd HOST:PORT] [--touch auto|refuse|DURATION] [-v]")
 	dir := fs.String("state", "", "state directory of the card (tokenlab card init creates one)")
 	addr := fs.String("vpcd", vpcd.DefaultAddr, "address of pcscd's vpcd reader driver")
-	verbose := fs.Bool("v", false, "log every APDU")
+	verbose := fs.Bool("v", false, "log every APDU (header, lengths and status word; never its data)")
 	touchFlag := fs.String("touch", "auto", "how the emulated user answers touch requests: auto (at once), refuse, or a delay such as 2s")
 	if _, err := parse(fs, args, 0); err != nil {
 		return err

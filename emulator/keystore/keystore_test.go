@@ -75,7 +75,7 @@ func TestImportRSA(t *testing.T) {
 	priv.Precompute()
 	p, q := priv.Primes[0].Bytes(), priv.Primes[1].Bytes()
 	dp, dq, qi := priv.Precomputed.Dp.Bytes(), priv.Precomputed.Dq.Bytes(), priv.Precomputed.Qinv.Bytes()
-	k, err := ImportRSA(p, q, dp, dq, qi)
+	k, err := ImportRSA(2048, p, q, dp, dq, qi)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestImportRSA(t *testing.T) {
 		"zero prime": {{0}, q, dp, dq, qi},
 		"swapped":    {q, p, dp, dq, qi},
 	} {
-		if _, err := ImportRSA(args[0], args[1], args[2], args[3], args[4]); !errors.Is(err, ErrInput) {
+		if _, err := ImportRSA(2048, args[0], args[1], args[2], args[3], args[4]); !errors.Is(err, ErrInput) {
 			t.Errorf("%s: %v, want ErrInput", name, err)
 		}
 	}

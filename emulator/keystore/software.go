@@ -229,16 +229,17 @@ func newRSAKey(alg Algorithm, k *rsa.PrivateKey) (*rsaKey, error) {
 	return r, nil
 }
 
-// ImportRSA builds an RSA private key from the CRT parameters a PIV IMPORT carries (p, q, dP,
-// dQ, qInv, with e = 65537) and checks them against each other.
-func ImportRSA(p, q, dP, dQ, qInv []byte) (*rsa.PrivateKey, error) {
+// ImportRSA builds an RSA private key of the given size from the CRT parameters a PIV IMPORT
+// carries (p, q, dP, dQ, qInv, with e = 65537) and checks them against each other. As on a
+// YubiKey, the primes are distinct and each half the modulus size.
+func ImportRSA(bits int, p, q, dP, dQ, qInv []byte) (*rsa.PrivateKey, error) {
 	P, Q := new(big.Int).SetBytes(p), new(big.Int).SetBytes(q)
-	if P.Sign() == 0 || Q.Sign() == 0 || P.Bit(0) == 0 || Q.Bit(0) == 0 {
-		return nil, fmt.Errorf("%w: RSA primes must be odd and non-zero", ErrInput)
+	if P.BitLen() != bits/2 || Q.BitLen() != bits/2 || P.Bit(0) == 0 || Q.Bit(0) == 0 || P.Cmp(Q) == 0 {
+		return nil, fmt.Errorf("%w: RSA-%d needs two distinct odd %d-bit primes", ErrInput, bits, bits/2)
 	}
 	one := big.NewInt(1)
 	pm1, qm1 := new(big.Int).Sub(P, one), new(big.Int).Sub(Q, one)
-	g := new(big.Int).GCD(nil, nil, pm1, qm1)
+	g := new(big.Int).GCD(nil, nil, pm1, qm1) // not zero: both are at least 2
 	lcm := new(big.Int).Div(new(big.Int).Mul(pm1, qm1), g)
 	e := big.NewInt(65537)
 	d := new(big.Int).ModInverse(e, lcm)
@@ -249,6 +250,9 @@ func ImportRSA(p, q, dP, dQ, qInv []byte) (*rsa.PrivateKey, error) {
 		PublicKey: rsa.PublicKey{N: new(big.Int).Mul(P, Q), E: 65537},
 		D:         d,
 		Primes:    []*big.Int{P, Q},
+	}
+	if k.N.BitLen() != bits {
+		return nil, fmt.Errorf("%w: the primes make a %d-bit modulus, not %d", ErrInput, k.N.BitLen(), bits)
 	}
 	if err := k.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInput, err)

@@ -28,14 +28,13 @@ const (
 	insReadConfig = 0x1D
 	// capabilityPIV is the only application this card has.
 	capabilityPIV = 0x0010
-	// formFactorUSBAKeychain is a YubiKey 5 NFC / 5A shape.
-	formFactorUSBAKeychain = 0x01
 )
 
 // Applet answers SELECT with the firmware version as text and READ CONFIG with the device info.
 type Applet struct {
-	Version [3]byte
-	Serial  uint32
+	Version    [3]byte
+	Serial     uint32
+	FormFactor byte // 0x01 USB-A keychain (yubikit FORM_FACTOR)
 }
 
 // AID implements emulator.Applet.
@@ -65,7 +64,7 @@ func (a *Applet) Process(_ context.Context, cmd *apdu.Command, rsp []byte) ([]by
 	info = tlv.Append(info, tagUSBSupported, []byte{0, capabilityPIV})
 	info = tlv.Append(info, tagSerial, []byte{byte(s >> 24), byte(s >> 16), byte(s >> 8), byte(s)})
 	info = tlv.Append(info, tagUSBEnabled, []byte{0, capabilityPIV})
-	info = tlv.Append(info, tagFormFactor, []byte{formFactorUSBAKeychain})
+	info = tlv.Append(info, tagFormFactor, []byte{a.FormFactor})
 	info = tlv.Append(info, tagVersion, a.Version[:])
 	info = tlv.Append(info, tagDeviceFlags, []byte{0})
 	info = tlv.Append(info, tagConfigLock, []byte{0})

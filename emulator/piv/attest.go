@@ -22,9 +22,6 @@ var (
 	oidFormFactor      = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 41482, 3, 9}
 )
 
-// formFactorUSBAKeychain is the form factor byte of a YubiKey 5 NFC (USB-A keychain).
-const formFactorUSBAKeychain = 0x01
-
 // provisionAttestation gives a new card its attestation key (F9, P-256) and a certificate for it
 // from a per-card root CA, as a manufacturer does. The root's private key is discarded; its
 // certificate is kept so users can verify attestations.
@@ -137,7 +134,7 @@ func (a *Applet) attest(cmd *apdu.Command, rsp []byte) ([]byte, apdu.StatusWord)
 			{Id: oidFirmwareVersion, Value: []byte{v.Major, v.Minor, v.Patch}},
 			{Id: oidSerialNumber, Value: serial},
 			{Id: oidUsagePolicy, Value: []byte{byte(k.pin), byte(k.touch)}},
-			{Id: oidFormFactor, Value: []byte{formFactorUSBAKeychain}},
+			{Id: oidFormFactor, Value: []byte{a.cfg.FormFactor}},
 		},
 	}
 	cert, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, k.key.Public(), keystore.Signer(att.key))

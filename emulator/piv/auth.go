@@ -124,6 +124,7 @@ func (a *Applet) authenticate(ctx context.Context, cmd *apdu.Command, rsp []byte
 // authorize checks a private-key operation against the slot's PIN and touch policies.
 func (a *Applet) authorize(ctx context.Context, slot Slot, k *slotKey, fresh bool) apdu.StatusWord {
 	switch k.pin {
+	case PINPolicyNever:
 	case PINPolicyOnce:
 		if !a.pinVerified {
 			return apdu.SWSecurityStatusNotSatisfied
@@ -133,6 +134,8 @@ func (a *Applet) authorize(ctx context.Context, slot Slot, k *slotKey, fresh boo
 		if !a.pinVerified || !fresh {
 			return apdu.SWSecurityStatusNotSatisfied
 		}
+	default:
+		return apdu.SWSecurityStatusNotSatisfied // closed by default
 	}
 	return a.touch(ctx, slot, k.touch)
 }

@@ -412,10 +412,11 @@ func fuzzSeeds() [][]byte {
 	manage := []byte{opMgmAuth, opGenerate, 0, 2, 3, opSign, 0, opVerify, opSign, 0, opPower, 1, opSign, 0}
 	pins := join([]byte{opWrongPIN, opWrongPIN, opWrongPIN, opVerify},
 		raw("002C008010313233343536373831313131313131FFFF", "0020008008313131313131FFFF"))
-	chained := join([]byte{opVerify}, raw(
-		"10871C9C107C2482008120000102030405060708090A0B0C",
-		"0087119C160D0E0F101112131415161718191A1B1C1D1E1F"))
+	chained := join([]byte{opVerify}, raw( // a PIN-always signature sent as a two-link chain
+		"1087119C107C248200812000010203040506070809",
+		"0087119C160A0B0C0D0E0F101112131415161718191A1B1C1D1E1F"))
 	mgmtRaw := join([]byte{opMgmAuth}, raw("00DB3FFF095C035FC10553027000", "00F69D9A", "00F6FF9D",
 		"00FE119A2206200101010101010101010101010101010101010101010101010101010101010101", "00F99A00"))
-	return [][]byte{opensc, ykpiv, ykcs11, pivgo, ykman, sign9C, manage, pins, chained, mgmtRaw}
+	rsaImport := join([]byte{opMgmAuth}, raw("00FE079A0F010101020101030100040100050100")) // once crashed ImportRSA
+	return [][]byte{opensc, ykpiv, ykcs11, pivgo, ykman, sign9C, manage, pins, chained, mgmtRaw, rsaImport}
 }

@@ -60,18 +60,26 @@ func (a *Applet) generate(cmd *apdu.Command, rsp []byte) ([]byte, apdu.StatusWor
 	if err != nil {
 		return rsp, apdu.SWIncorrectData
 	}
-	var algObj, pinObj, touchObj []byte
+	fields := map[tlv.Tag][]byte{}
 	for _, o := range objs {
 		switch o.Tag {
-		case tagCryptographicMechanism:
-			algObj = o.Value
-		case tagPINPolicy:
-			pinObj = o.Value
-		case tagTouchPolicy:
-			touchObj = o.Value
+		case tagCryptographicMechanism, tagPINPolicy, tagTouchPolicy:
 		default:
 			return rsp, apdu.SWIncorrectData
 		}
+		if _, dup := fields[o.Tag]; dup {
+			return rsp, apdu.SWIncorrectData
+		}
+		fields[o.Tag] = o.Value
+	}
+	algObj := fields[tagCryptographicMechanism]
+	pinObj, hasPIN := fields[tagPINPolicy]
+	touchObj, hasTouch := fields[tagTouchPolicy]
+	if hasPIN && pinObj == nil {
+		pinObj = []byte{} // present but empty: malformed, not "absent"
+	}
+	if hasTouch && touchObj == nil {
+		touchObj = []byte{}
 	}
 	if len(algObj) != 1 {
 		return rsp, apdu.SWIncorrectData
@@ -215,7 +223,7 @@ func parseImport(alg keystore.Algorithm, f map[tlv.Tag][]byte) (crypto.PrivateKe
 		if !only(tagImportP, tagImportQ, tagImportDP, tagImportDQ, tagImportQInv) {
 			return nil, false
 		}
-		k, err := keystore.ImportRSA(f[tagImportP], f[tagImportQ], f[tagImportDP], f[tagImportDQ], f[tagImportQInv])
+		k, err := keystore.ImportRSA(alg.RSABits(), f[tagImportP], f[tagImportQ], f[tagImportDP], f[tagImportDQ], f[tagImportQInv])
 		if err != nil {
 			return nil, false
 		}
@@ -275,6 +283,9 @@ func (a *Applet) moveKey(cmd *apdu.Command) apdu.StatusWord {
 	k := a.p.keys[from]
 	if k == nil {
 		return apdu.SWNotFound
+	}
+	if to != 0xFF && a.p.keys[to] != nil {
+		return apdu.SWAlreadyExists // the destination must be empty (Yubico SDK, MoveKey)
 	}
 	return a.update(func(p *persistent) {
 		p.setKey(from, nil)

@@ -37,9 +37,10 @@ type TouchFunc func(ctx context.Context, slot Slot) error
 
 // Config is what an applet needs besides its persistent state.
 type Config struct {
-	Version Version
-	Serial  uint32
-	Keys    keystore.Store
+	Version    Version
+	Serial     uint32
+	FormFactor byte // in attestations (extension 1.3.6.1.4.1.41482.3.9)
+	Keys       keystore.Store
 	// Commit persists the applet state. The applet calls it before acknowledging any change
 	// and before comparing a PIN or PUK; nil keeps the card in memory only.
 	Commit func(*state.PIV) error

@@ -327,6 +327,11 @@ func TestGenerateAndImportErrors(t *testing.T) {
 		"00 FE 99 9A 03 06 01 05", "6A86",
 		"00 FE 11 01 03 06 01 05", "6B00",
 		"00 FE 11 9D 03 06 01 05", "9000",
+		"00 47 00 9A 08 AC 06 80 01 11 80 01 14", "6A80", // repeated algorithm
+		"00 47 00 9A 07 AC 05 80 01 11 AA 00", "6A80", // empty PIN policy
+		// RSA primes of one (p-1 = 0) once crashed the import; and primes of the wrong size.
+		"00 FE 07 9A 0F 01 01 01 02 01 01 03 01 00 04 01 00 05 01 00", "6A80",
+		"00 FE 07 9A 0F 01 01 03 02 01 05 03 01 01 04 01 01 05 01 02", "6A80",
 	)
 	old := newCard(t, "5.4.3", piv.TDES)
 	old.mgm()
@@ -423,6 +428,10 @@ func TestYubicoInstructions(t *testing.T) {
 		"00 F7 00 9D", "6A82",
 		"00 F6 FF 9D", "6A82",
 		"00 F6 9A F9", "6A86", // the attestation key stays
+		"00 FE 11 9A 22 06 20 "+strings.Repeat("02", 32), "9000",
+		"00 FE 11 9C 22 06 20 "+strings.Repeat("03", 32), "9000",
+		"00 F6 9C 9A", "6A89", // the destination must be empty
+		"00 F7 00 9C", "9000",
 	)
 }
 

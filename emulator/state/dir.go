@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,9 +45,6 @@ type Dir struct {
 	lock *os.File
 }
 
-// Path returns the directory.
-func (d *Dir) Path() string { return d.path }
-
 // Create makes dir (mode 0700) if needed and locks it for a new card, which the caller then
 // writes with Save. It fails with ErrExists when dir already holds a card, unless replace is set.
 func Create(dir string, replace bool) (*Dir, error) {
@@ -55,6 +53,12 @@ func Create(dir string, replace bool) (*Dir, error) {
 	}
 	if err := syncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
 		return nil, err
+	}
+	if err := checkDir(dir); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
 	}
 	d, err := lock(dir)
 	if err != nil {
@@ -91,7 +95,7 @@ func Read(dir string) (*Card, error) {
 		return nil, err
 	}
 	name := filepath.Join(dir, CardFile)
-	f, err := os.Open(name)
+	f, err := os.OpenFile(name, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("state: %s: %w (create one with: tokenlab card init --state %s)", dir, ErrNoCard, dir)
 	}
@@ -105,6 +109,9 @@ func Read(dir string) (*Card, error) {
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("state: %s: permissions %04o are too open for a file holding private keys (chmod 600 %s)", name, perm, name)
+	}
+	if err := ownedByUs(name, fi); err != nil {
+		return nil, err
 	}
 	if fi.Size() > maxFileSize {
 		return nil, fmt.Errorf("state: %s: %d bytes is larger than any card (%d)", name, fi.Size(), maxFileSize)
@@ -145,11 +152,9 @@ func Decode(b []byte) (*Card, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	c := new(Card)
+	// Trailing data was already refused by the first pass.
 	if err := dec.Decode(c); err != nil {
 		return nil, jsonError(b, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("line %d: data after the card document", lineOf(b, int(dec.InputOffset())))
 	}
 	return c, nil
 }
@@ -251,6 +256,8 @@ func (d *Dir) Close() error {
 	return err
 }
 
+// checkDir checks that dir is a directory that only we can change: a card whose PIN and keys
+// someone else could plant or swap is not a card.
 func checkDir(dir string) error {
 	fi, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -262,14 +269,40 @@ func checkDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("state: %s: not a directory", dir)
 	}
+	if err := ownedByUs(dir, fi); err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("state: %s: writable by others (mode %04o); chmod 700 %s", dir, perm, dir)
+	}
 	return nil
+}
+
+func ownedByUs(name string, fi fs.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if uid := os.Geteuid(); int(st.Uid) != uid {
+		return fmt.Errorf("state: %s: owned by uid %d, not by us (uid %d)", name, st.Uid, uid)
+	}
+	return nil
+}
+
+// removeStale deletes temporary files a crash left behind; they hold private keys. The caller
+// holds the lock, so no save is in progress.
+func removeStale(dir string) {
+	stale, _ := filepath.Glob(filepath.Join(dir, CardFile+".tmp-*"))
+	for _, f := range stale {
+		os.Remove(f)
+	}
 }
 
 // lock takes an exclusive, non-blocking flock on dir/lock and records our pid in it, so that the
 // next process can say who holds the card.
 func lock(dir string) (*Dir, error) {
 	name := filepath.Join(dir, LockFile)
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
@@ -289,6 +322,7 @@ func lock(dir string) (*Dir, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
+	removeStale(dir)
 	return &Dir{path: dir, lock: f}, nil
 }
 

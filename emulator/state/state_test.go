@@ -149,3 +149,57 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestDirectoryTrust(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "card")
+	d, err := Create(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Save(sample())
+	d.Close()
+
+	// A directory others can write to is refused: they could swap the card.
+	os.Chmod(dir, 0o777)
+	if _, err := Read(dir); err == nil || !strings.Contains(err.Error(), "writable by others") {
+		t.Errorf("world-writable directory: %v", err)
+	}
+	os.Chmod(dir, 0o700)
+
+	// A planted lock symlink is not followed.
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("keep me"), 0o600)
+	os.Remove(filepath.Join(dir, LockFile))
+	os.Symlink(victim, filepath.Join(dir, LockFile))
+	if _, _, err := Open(dir); err == nil {
+		t.Error("opened through a lock symlink")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep me" {
+		t.Errorf("the lock symlink's target was written: %q", b)
+	}
+	os.Remove(filepath.Join(dir, LockFile))
+
+	// Temporary files a crash left behind are removed when the card is opened.
+	tmp := filepath.Join(dir, CardFile+".tmp-123")
+	os.WriteFile(tmp, []byte("private"), 0o600)
+	d, _, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if _, err := os.Stat(tmp); err == nil {
+		t.Error("stale temporary file left in place")
+	}
+
+	// Create on an existing directory tightens its mode.
+	loose := filepath.Join(t.TempDir(), "loose")
+	os.Mkdir(loose, 0o750)
+	if d, err := Create(loose, false); err != nil {
+		t.Fatal(err)
+	} else {
+		d.Close()
+	}
+	if fi, _ := os.Stat(loose); fi.Mode().Perm() != 0o700 {
+		t.Errorf("state directory mode %v after Create", fi.Mode().Perm())
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"tokenlab/apdu"
 	"tokenlab/apdu/vpcd"
 )
 
@@ -147,7 +148,7 @@ func Serve(ctx context.Context, conn net.Conn, card Card, log *slog.Logger) erro
 				return err
 			}
 			if debug {
-				log.Debug("apdu", "command", fmt.Sprintf("% X", msg.APDU), "response", fmt.Sprintf("% X", reply))
+				logAPDU(ctx, log, msg.APDU, reply)
 			}
 		}
 		// One write for header and payload: a lone header would wait for the peer's delayed ACK.
@@ -158,6 +159,22 @@ func Serve(ctx context.Context, conn net.Conn, card Card, log *slog.Logger) erro
 			return err
 		}
 	}
+}
+
+// logAPDU logs the header, the lengths and the status word of an exchange, never the data:
+// command data carries PINs, PUKs, imported private keys and management keys, and responses
+// carry shared secrets and decryptions.
+func logAPDU(ctx context.Context, log *slog.Logger, cmd, rsp []byte) {
+	attrs := []slog.Attr{slog.Int("len", len(cmd))}
+	if c, err := apdu.ParseCommand(cmd); err == nil {
+		attrs = append(attrs,
+			slog.String("header", fmt.Sprintf("%02X %02X %02X %02X", c.CLA, c.INS, c.P1, c.P2)),
+			slog.Int("lc", len(c.Data)), slog.Int("ne", c.Ne))
+	}
+	if r, err := apdu.ParseResponse(rsp); err == nil {
+		attrs = append(attrs, slog.Int("data", len(r.Data)), slog.String("sw", fmt.Sprintf("%04X", uint16(r.SW))))
+	}
+	log.LogAttrs(ctx, slog.LevelDebug, "apdu", attrs...)
 }
 
 // quickAck re-arms TCP_QUICKACK before each read. vpcd 0.8 sends a message's length and payload

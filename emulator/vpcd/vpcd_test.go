@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -136,4 +138,32 @@ func TestLinkWaitsForReader(t *testing.T) {
 		t.Fatalf("card did not connect once the reader appeared: %v", err)
 	}
 	c.Close()
+}
+
+// With -v the link logs every APDU, but never its data: VERIFY carries the PIN.
+func TestLogRedactsData(t *testing.T) {
+	d, _ := yubikey.New(yubikey.Options{})
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go (&Link{Addr: r.ln.Addr().String(), Card: d.Card, Log: log}).Run(ctx)
+	r.accept()
+	r.send(0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08)
+	r.recv()
+	r.send(0x00, 0x20, 0x00, 0x80, 0x08, '1', '2', '3', '4', '5', '6', 0xFF, 0xFF)
+	if rsp := r.recv(); !bytes.Equal(rsp, []byte{0x90, 0x00}) {
+		t.Fatalf("VERIFY answered % X", rsp)
+	}
+	cancel()
+	out := buf.String()
+	for _, secret := range []string{"31 32 33", "313233", "123456"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the log shows the PIN (%q):\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, `header="00 20 00 80"`) || !strings.Contains(out, "sw=9000") {
+		t.Errorf("the log lacks the VERIFY header and status:\n%s", out)
+	}
 }

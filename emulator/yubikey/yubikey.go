@@ -43,7 +43,8 @@ type Options struct {
 type Device struct {
 	// Card is the card as readers see it: ATR, power, APDUs.
 	Card *emulator.Card
-	// PIV is the PIV applet, for status and tests; hosts reach it through Card.
+	// PIV is the PIV applet. Hosts reach it through Card; calling its methods directly while a
+	// host uses the card races with the card's commands (use Status).
 	PIV *piv.Applet
 
 	serial  uint32
@@ -51,6 +52,23 @@ type Device struct {
 	atr     []byte
 	dir     *state.Dir
 }
+
+// Status reports the PIV applet's persistent state, taken between two commands.
+func (d *Device) Status() piv.Status {
+	var st piv.Status
+	d.Card.Exclusive(func() { st = d.PIV.Status() })
+	return st
+}
+
+// AttestationRoot returns the per-card root that issued the attestation certificate.
+func (d *Device) AttestationRoot() []byte {
+	var b []byte
+	d.Card.Exclusive(func() { b = d.PIV.AttestationRoot() })
+	return b
+}
+
+// formFactor is what the device reports in its attestations and device info: USB-A keychain.
+const formFactor = 0x01
 
 // Serial returns the card's serial number.
 func (d *Device) Serial() uint32 { return d.serial }
@@ -116,7 +134,7 @@ func create(opts Options, sd *state.Dir) (*Device, error) {
 // device info from.
 func (d *Device) assemble() {
 	v := d.version
-	m := &mgmt.Applet{Version: [3]byte{v.Major, v.Minor, v.Patch}, Serial: d.serial}
+	m := &mgmt.Applet{Version: [3]byte{v.Major, v.Minor, v.Patch}, Serial: d.serial, FormFactor: formFactor}
 	d.Card = emulator.New(d.atr, d.PIV, m)
 }
 
@@ -173,7 +191,7 @@ func load(doc *state.Card, touch piv.TouchFunc, sd *state.Dir) (*Device, error) 
 // pivConfig configures the PIV applet; with a state directory, every change is saved there
 // before the card acknowledges it.
 func (d *Device) pivConfig(touch piv.TouchFunc) piv.Config {
-	cfg := piv.Config{Version: d.version, Serial: d.serial, Keys: keystore.Software{}, Touch: touch}
+	cfg := piv.Config{Version: d.version, Serial: d.serial, FormFactor: formFactor, Keys: keystore.Software{}, Touch: touch}
 	if d.dir != nil {
 		cfg.Commit = func(st *state.PIV) error { return d.dir.Save(d.document(st)) }
 	}

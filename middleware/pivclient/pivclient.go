@@ -3,6 +3,7 @@
 package pivclient
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdh"
@@ -14,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-
-	"golang.org/x/crypto/cryptobyte"
 
 	"tokenlab/apdu"
 	"tokenlab/apdu/tlv"
@@ -284,40 +283,64 @@ func (c *Client) GenerateKey(ctx context.Context, slot, alg, pinPolicy, touchPol
 	return ParsePublicKey(alg, body)
 }
 
-// ParsePublicKey decodes the content of a public key template (7F49 or GET METADATA tag 04).
+// ParsePublicKey decodes the content of a public key template (7F49 or GET METADATA tag 04) for
+// a key of algorithm alg, checking it is well formed: an RSA modulus of the algorithm's size and
+// an odd public exponent, a point on the curve, a 32-byte 25519 key.
 func ParsePublicKey(alg byte, b []byte) (crypto.PublicKey, error) {
+	objs, err := tlv.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	fields := map[tlv.Tag][]byte{}
+	for _, o := range objs {
+		if _, dup := fields[o.Tag]; dup {
+			return nil, fmt.Errorf("public key: tag %v appears twice", o.Tag)
+		}
+		fields[o.Tag] = o.Value
+	}
+	only := func(tags ...tlv.Tag) bool {
+		for _, t := range tags {
+			if _, ok := fields[t]; !ok {
+				return false
+			}
+		}
+		return len(fields) == len(tags)
+	}
 	switch alg {
 	case AlgRSA1024, AlgRSA2048, AlgRSA3072, AlgRSA4096:
-		n, ok1 := tlv.Find(b, 0x81)
-		e, ok2 := tlv.Find(b, 0x82)
-		if !ok1 || !ok2 || len(e) > 4 {
-			return nil, errors.New("malformed RSA public key")
+		bits := map[byte]int{AlgRSA1024: 1024, AlgRSA2048: 2048, AlgRSA3072: 3072, AlgRSA4096: 4096}[alg]
+		if !only(0x81, 0x82) {
+			return nil, errors.New("public key: RSA wants exactly 81 (modulus) and 82 (exponent)")
 		}
-		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, nil
+		n, e := new(big.Int).SetBytes(fields[0x81]), new(big.Int).SetBytes(fields[0x82])
+		if n.BitLen() != bits {
+			return nil, fmt.Errorf("public key: %d-bit modulus for RSA-%d", n.BitLen(), bits)
+		}
+		if e.BitLen() > 31 || e.Int64() < 3 || e.Bit(0) == 0 {
+			return nil, errors.New("public key: RSA exponent is not an odd number from 3 to 2^31")
+		}
+		return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
 	case AlgECCP256, AlgECCP384:
-		p, ok := tlv.Find(b, 0x86)
-		if !ok {
-			return nil, errors.New("malformed EC public key")
+		if !only(0x86) {
+			return nil, errors.New("public key: EC wants exactly 86 (point)")
 		}
 		curve := elliptic.P256()
 		if alg == AlgECCP384 {
 			curve = elliptic.P384()
 		}
-		return ecdsa.ParseUncompressedPublicKey(curve, p)
+		return ecdsa.ParseUncompressedPublicKey(curve, fields[0x86])
 	case AlgEd25519:
-		p, ok := tlv.Find(b, 0x86)
-		if !ok || len(p) != ed25519.PublicKeySize {
-			return nil, errors.New("malformed Ed25519 public key")
+		if !only(0x86) || len(fields[0x86]) != ed25519.PublicKeySize {
+			return nil, errors.New("public key: Ed25519 wants exactly 86 with 32 bytes")
 		}
-		return ed25519.PublicKey(p), nil
+		return ed25519.PublicKey(bytes.Clone(fields[0x86])), nil
 	case AlgX25519:
-		p, ok := tlv.Find(b, 0x86)
-		if !ok {
-			return nil, errors.New("malformed X25519 public key")
+		if !only(0x86) {
+			return nil, errors.New("public key: X25519 wants exactly 86 (point)")
 		}
-		return ecdh.X25519().NewPublicKey(p)
+		return ecdh.X25519().NewPublicKey(fields[0x86])
 	}
-	return nil, fmt.Errorf("unknown algorithm 0x%02X", alg)
+	return nil, fmt.Errorf("public key: unknown algorithm 0x%02X", alg)
 }
 
 // Authenticate runs GENERAL AUTHENTICATE with 82 00 and 81 data: an ECDSA signature over a
@@ -445,29 +468,55 @@ func (c *Client) GetMetadata(ctx context.Context, ref byte) (*Metadata, error) {
 	if err != nil {
 		return nil, err
 	}
+	m, err := ParseMetadata(rsp)
+	if err != nil {
+		return nil, fmt.Errorf("get metadata: %w", err)
+	}
+	return m, nil
+}
+
+// ParseMetadata decodes a GET METADATA response. Known tags must have their length and appear
+// once; unknown tags are skipped, as newer firmware adds them.
+func ParseMetadata(b []byte) (*Metadata, error) {
+	objs, err := tlv.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	want := map[tlv.Tag]int{0x01: 1, 0x02: 2, 0x03: 1, 0x05: 1, 0x06: 2}
+	seen := map[tlv.Tag]bool{}
 	var m Metadata
-	s := cryptobyte.String(rsp)
-	for !s.Empty() {
-		var tag tlv.Tag
-		var v cryptobyte.String
-		if !tlv.Read(&s, &tag, &v) {
-			return nil, errors.New("get metadata: malformed response")
+	var pub []byte
+	for _, o := range objs {
+		if o.Tag > 0x06 {
+			continue
 		}
-		switch {
-		case tag == 0x01 && len(v) == 1:
+		if seen[o.Tag] {
+			return nil, fmt.Errorf("tag %v appears twice", o.Tag)
+		}
+		seen[o.Tag] = true
+		if n, ok := want[o.Tag]; ok && len(o.Value) != n {
+			return nil, fmt.Errorf("tag %v has %d bytes, want %d", o.Tag, len(o.Value), n)
+		}
+		v := o.Value
+		switch o.Tag {
+		case 0x01:
 			m.Algorithm = v[0]
-		case tag == 0x02 && len(v) == 2:
+		case 0x02:
 			m.PINPolicy, m.TouchPolicy = v[0], v[1]
-		case tag == 0x03 && len(v) == 1:
+		case 0x03:
 			m.Origin = v[0]
-		case tag == 0x04:
-			if m.PublicKey, err = ParsePublicKey(m.Algorithm, v); err != nil {
-				return nil, fmt.Errorf("get metadata: %w", err)
-			}
-		case tag == 0x05 && len(v) == 1:
+		case 0x04:
+			pub = v
+		case 0x05:
 			m.IsDefault = v[0] != 0
-		case tag == 0x06 && len(v) == 2:
+		case 0x06:
 			m.MaxRetries, m.Retries = int(v[0]), int(v[1])
+		}
+	}
+	if seen[0x04] {
+		// After the loop: the algorithm (01) says how to read it, wherever it came.
+		if m.PublicKey, err = ParsePublicKey(m.Algorithm, pub); err != nil {
+			return nil, err
 		}
 	}
 	return &m, nil
@@ -496,15 +545,20 @@ func (c *Client) Reset(ctx context.Context) error {
 	return err
 }
 
-// ImportKey imports a private key into slot.
+// ImportKey imports a private key into slot: P-256 or P-384 ECDSA, Ed25519, X25519, or
+// two-prime RSA 1024 to 4096 with primes of half the modulus size, as the card requires.
 func (c *Client) ImportKey(ctx context.Context, slot byte, priv crypto.PrivateKey, pinPolicy, touchPolicy byte) error {
 	var alg byte
 	var data []byte
 	switch k := priv.(type) {
 	case *ecdsa.PrivateKey:
-		alg = AlgECCP256
-		if k.Curve == elliptic.P384() {
+		switch k.Curve {
+		case elliptic.P256():
+			alg = AlgECCP256
+		case elliptic.P384():
 			alg = AlgECCP384
+		default:
+			return fmt.Errorf("import key: curve %s is not P-256 or P-384", k.Curve.Params().Name)
 		}
 		b, err := k.Bytes()
 		if err != nil {
@@ -515,10 +569,14 @@ func (c *Client) ImportKey(ctx context.Context, slot byte, priv crypto.PrivateKe
 		alg = AlgEd25519
 		data = tlv.Append(data, 0x07, k.Seed())
 	case *ecdh.PrivateKey:
+		if k.Curve() != ecdh.X25519() {
+			return errors.New("import key: only X25519 keys of crypto/ecdh")
+		}
 		alg = AlgX25519
 		data = tlv.Append(data, 0x08, k.Bytes())
 	case *rsa.PrivateKey:
-		switch k.N.BitLen() {
+		bits := k.N.BitLen()
+		switch bits {
 		case 1024:
 			alg = AlgRSA1024
 		case 2048:
@@ -528,12 +586,21 @@ func (c *Client) ImportKey(ctx context.Context, slot byte, priv crypto.PrivateKe
 		case 4096:
 			alg = AlgRSA4096
 		default:
-			return fmt.Errorf("import key: unsupported RSA size %d", k.N.BitLen())
+			return fmt.Errorf("import key: unsupported RSA size %d", bits)
 		}
-		k.Precompute()
-		size := k.N.BitLen() / 16
-		for i, v := range []*big.Int{k.Primes[0], k.Primes[1], k.Precomputed.Dp, k.Precomputed.Dq, k.Precomputed.Qinv} {
-			data = tlv.Append(data, tlv.Tag(i+1), v.FillBytes(make([]byte, size)))
+		if len(k.Primes) != 2 || k.Primes[0].BitLen() != bits/2 || k.Primes[1].BitLen() != bits/2 || k.E != 65537 {
+			return errors.New("import key: RSA keys need two primes of half the modulus size and e = 65537")
+		}
+		p, q := k.Primes[0], k.Primes[1]
+		one := big.NewInt(1)
+		dp := new(big.Int).Mod(k.D, new(big.Int).Sub(p, one))
+		dq := new(big.Int).Mod(k.D, new(big.Int).Sub(q, one))
+		qinv := new(big.Int).ModInverse(q, p)
+		if qinv == nil {
+			return errors.New("import key: q is not invertible mod p")
+		}
+		for i, v := range []*big.Int{p, q, dp, dq, qinv} {
+			data = tlv.Append(data, tlv.Tag(i+1), v.FillBytes(make([]byte, bits/16)))
 		}
 	default:
 		return fmt.Errorf("import key: unsupported key type %T", priv)
