@@ -12,6 +12,38 @@ type Transport interface {
 	Transmit(ctx context.Context, command []byte) ([]byte, error)
 }
 
+// Disposition says what happens to the card when a host ends a transaction or disconnects
+// (PC/SC's SCARD_LEAVE_CARD and SCARD_RESET_CARD).
+type Disposition int
+
+// Dispositions.
+const (
+	LeaveCard Disposition = iota // security status stays for the next host
+	ResetCard                    // a warm reset: selection and security status are dropped
+)
+
+func (d Disposition) String() string {
+	if d == ResetCard {
+		return "reset"
+	}
+	return "leave"
+}
+
+// Transactor is one host's connection to a card that can hold the card for a sequence of
+// commands, so that no other host's command comes in between (PC/SC's SCardBeginTransaction).
+type Transactor interface {
+	Transport
+	Begin(ctx context.Context) error
+	End(d Disposition) error
+	Close() error
+}
+
+// ErrRemoved is returned by transports for a card that is not in its reader, or that was
+// removed since the connection was made: as with PC/SC's SCARD_W_REMOVED_CARD, a quick
+// re-insertion does not revive an old connection, so nobody mistakes a re-inserted card for one
+// still logged in.
+var ErrRemoved = errors.New("card removed")
+
 // maxResponse bounds the data a host accepts through response chaining; a card that keeps
 // answering 61xx beyond it, or answers 61xx without data, is broken or hostile.
 const maxResponse = 1 << 20

@@ -47,7 +47,8 @@ const (
 )
 
 // Card is a virtual card: an ATR and its applets. It is safe for concurrent use; commands are
-// processed one at a time, as a card does.
+// processed one at a time, as a card does, and a connection can hold the card for a sequence of
+// commands (Conn.Begin), as PC/SC's SCardBeginTransaction does.
 type Card struct {
 	mu       sync.Mutex
 	atr      []byte
@@ -65,11 +66,27 @@ type Card struct {
 	// of it, so applets must append to the slice they are given and never return their own.
 	buf []byte
 	cmd apdu.Command
+
+	// Connections, transactions and presence (conn.go).
+	tx      chan struct{} // the transaction token: held for one command, or for a transaction
+	state   sync.Mutex    // guards the fields below
+	owner   *Conn         // the connection holding a transaction, if any
+	present bool
+	gen     uint64        // removals so far; a connection made before a removal is stale
+	changed chan struct{} // closed at the next removal or insertion
 }
 
-// New returns a powered card with the given ATR and applets. No applet is selected.
+// New returns a powered card, present in its reader, with the given ATR and applets. No applet
+// is selected.
 func New(atr []byte, applets ...Applet) *Card {
-	return &Card{atr: bytes.Clone(atr), applets: applets, buf: make([]byte, 0, scratchSize)}
+	return &Card{
+		atr:     bytes.Clone(atr),
+		applets: applets,
+		buf:     make([]byte, 0, scratchSize),
+		tx:      make(chan struct{}, 1),
+		present: true,
+		changed: make(chan struct{}),
+	}
 }
 
 // ATR returns the answer to reset.
@@ -103,9 +120,9 @@ func (c *Card) reset() {
 	c.pending = nil
 }
 
-// Transmit processes one command APDU and returns the response APDU. It implements
-// apdu.Transport for in-process hosts; a malformed APDU is answered 6700, never an error.
-func (c *Card) Transmit(ctx context.Context, command []byte) ([]byte, error) {
+// process handles one command APDU; a malformed APDU is answered 6700, never an error. The
+// caller holds the transaction token (see conn.go).
+func (c *Card) process(ctx context.Context, command []byte) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// The command lives in the card, not on the stack: passed to an applet through an
@@ -115,17 +132,17 @@ func (c *Card) Transmit(ctx context.Context, command []byte) ([]byte, error) {
 	cmd := &c.cmd
 	if err != nil {
 		c.bypass()
-		return status(apdu.SWWrongLength), nil
+		return status(apdu.SWWrongLength)
 	}
 	if cmd.CLA&^apdu.ClassChaining != 0 {
 		c.bypass()
 		if cmd.CLA&0x0C != 0 && cmd.CLA&0x80 == 0 {
-			return status(apdu.SWSecureMessagingNotSupported), nil
+			return status(apdu.SWSecureMessagingNotSupported)
 		}
-		return status(apdu.SWClassNotSupported), nil
+		return status(apdu.SWClassNotSupported)
 	}
 	if cmd.INS == apdu.InsGetResponse && c.pending != nil {
-		return c.getResponse(cmd), nil
+		return c.getResponse(cmd)
 	}
 	c.pending = nil
 
@@ -136,11 +153,11 @@ func (c *Card) Transmit(ctx context.Context, command []byte) ([]byte, error) {
 	if cmd.IsChained() {
 		if cmd.INS == apdu.InsSelect || cmd.INS == apdu.InsGetResponse {
 			c.bypass()
-			return status(apdu.SWChainingNotSupported), nil
+			return status(apdu.SWChainingNotSupported)
 		}
 		if len(c.chainData)+len(cmd.Data) > MaxChainData {
 			c.bypass()
-			return status(apdu.SWWrongLength), nil
+			return status(apdu.SWWrongLength)
 		}
 		if !c.chaining {
 			c.chaining = true
@@ -148,12 +165,12 @@ func (c *Card) Transmit(ctx context.Context, command []byte) ([]byte, error) {
 			c.chainData = c.chainData[:0]
 		}
 		c.chainData = append(c.chainData, cmd.Data...)
-		return status(apdu.SWSuccess), nil
+		return status(apdu.SWSuccess)
 	}
 	if c.chaining {
 		if len(c.chainData)+len(cmd.Data) > MaxChainData {
 			c.bypass()
-			return status(apdu.SWWrongLength), nil
+			return status(apdu.SWWrongLength)
 		}
 		cmd.Data = append(c.chainData, cmd.Data...)
 		c.chaining, c.chainData = false, nil
@@ -168,7 +185,7 @@ func (c *Card) Transmit(ctx context.Context, command []byte) ([]byte, error) {
 	} else {
 		data, sw = c.selected.Process(ctx, cmd, c.buf[:0])
 	}
-	return c.respond(cmd, data, sw), nil
+	return c.respond(cmd, data, sw)
 }
 
 // selectApplet implements SELECT by DF name (P1 04) with right-truncated AIDs of at least five
