@@ -7,7 +7,8 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages of the real peers the interop tests start (see interop/peers_test.go, which names the
 # package of every missing program).
 PEERS := pcscd vsmartcard-vpcd libpcsclite-dev pkgconf opensc opensc-pkcs11 \
-         yubico-piv-tool ykcs11 yubikey-manager
+         yubico-piv-tool ykcs11 yubikey-manager pinentry-tty \
+         p11-kit p11-kit-modules softhsm2 gnutls-bin libnss3-tools openssh-client openssh-server
 
 .PHONY: all build test unit interop peers demo bench fuzz vet clean
 

@@ -173,3 +173,6 @@ func (c *Card) Insert() {
 }
 
 var _ apdu.Transactor = (*Conn)(nil)
+
+// Dial returns a new connection; it lets a Card serve as a middleware's dialer.
+func (c *Card) Dial(context.Context) (apdu.Transactor, error) { return c.Connect(), nil }

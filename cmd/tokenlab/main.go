@@ -22,8 +22,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"card", "create and inspect a virtual card (init, status)", runCard},
-		{"serve", "run a virtual card and plug it into pcscd through vpcd", runServe},
+		{"serve", "run a virtual card: into pcscd through vpcd, as PKCS#11, on a card socket", runServe},
 		{"demo", "show a virtual card end to end: keys, PIN policies, signatures", runDemo},
+		{"profiles", "list the middleware's PIN-caching profiles and what each reproduces", runProfiles},
 	}
 }
 

@@ -262,6 +262,20 @@ func (c *Client) AuthenticateManagementKey(ctx context.Context, alg byte, key []
 	return nil
 }
 
+// Challenge returns the card's random challenge for external authentication with the
+// management key (7C 02 81 00); OpenSC uses it as the card's random number generator.
+func (c *Client) Challenge(ctx context.Context) ([]byte, error) {
+	rsp, err := c.do(ctx, "get challenge", apdu.Command{INS: 0x87, P2: SlotCardManagement, Data: authTemplate([]byte{0x81, 0x00})})
+	if err != nil {
+		return nil, err
+	}
+	b, err := authField(rsp, 0x81)
+	if err != nil || len(b) == 0 {
+		return nil, fmt.Errorf("get challenge: malformed response % X", rsp)
+	}
+	return b, nil
+}
+
 // GenerateKey generates a key pair in slot and returns the public key.
 func (c *Client) GenerateKey(ctx context.Context, slot, alg, pinPolicy, touchPolicy byte) (crypto.PublicKey, error) {
 	var crt []byte

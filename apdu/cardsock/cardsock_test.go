@@ -1,0 +1,151 @@
+package cardsock
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"tokenlab/apdu"
+	"tokenlab/emulator/yubikey"
+	"tokenlab/internal/unixsock"
+	"tokenlab/middleware/pivclient"
+)
+
+func serve(t *testing.T) (*yubikey.Device, string) {
+	t.Helper()
+	d, err := yubikey.New(yubikey.Options{Serial: 99})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "card.sock")
+	ln, err := unixsock.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { (&Server{Card: d.Card}).Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return d, path
+}
+
+func TestTransmitAcrossProcesses(t *testing.T) {
+	_, path := serve(t)
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
+	}
+	ctx := context.Background()
+	k, err := Dial(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	c := pivclient.New(k)
+	if _, err := c.Select(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.Serial(ctx); err != nil || s != 99 {
+		t.Errorf("serial %d %v", s, err)
+	}
+	present, removals, err := k.Status(ctx)
+	if err != nil || !present || removals != 0 {
+		t.Errorf("status %v %d %v", present, removals, err)
+	}
+}
+
+func TestTransactionsAndRemoval(t *testing.T) {
+	d, path := serve(t)
+	ctx := context.Background()
+	a, _ := Dial(ctx, path)
+	b, _ := Dial(ctx, path)
+	defer a.Close()
+	defer b.Close()
+	if err := a.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := b.Transmit(short, []byte{0x00, 0xA4, 0x04, 0x00}); err == nil {
+		t.Error("another connection's APDU ran inside a transaction")
+	}
+	a.End(apdu.LeaveCard)
+	b, _ = Dial(ctx, path) // the timed-out connection was closed
+	if _, err := b.Transmit(ctx, []byte{0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08}); err != nil {
+		t.Errorf("after End: %v", err)
+	}
+	d.Card.Remove()
+	if _, err := b.Transmit(ctx, []byte{0x00, 0xFD, 0x00, 0x00}); !errors.Is(err, apdu.ErrRemoved) {
+		t.Errorf("after removal: %v", err)
+	}
+	if present, removals, _ := b.Status(ctx); present || removals != 1 {
+		t.Errorf("status after removal: %v %d", present, removals)
+	}
+}
+
+// A malformed message gets an error and closes that connection only.
+func TestMalformedClosesOneConnection(t *testing.T) {
+	_, path := serve(t)
+	ctx := context.Background()
+	good, _ := Dial(ctx, path)
+	defer good.Close()
+	raw, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.Write([]byte{0, 0, 0, 2, 'Q', 0})
+	b, err := readMessage(raw)
+	if err != nil || b[0] != statusError || !bytes.Contains(b, []byte("operation 0x51")) {
+		t.Errorf("reply to an unknown operation: %q %v", b, err)
+	}
+	raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := raw.Read(make([]byte, 1)); err == nil {
+		t.Error("connection stayed open")
+	}
+	var huge [4]byte
+	binary.BigEndian.PutUint32(huge[:], MaxMessage+1)
+	raw2, _ := net.Dial("unix", path)
+	raw2.Write(huge[:])
+	raw2.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := raw2.Read(make([]byte, 1)); err == nil {
+		t.Error("oversized message did not close the connection")
+	}
+	if _, _, err := good.Status(ctx); err != nil {
+		t.Errorf("the other connection suffered: %v", err)
+	}
+	if _, err := unixsock.Listen(path); err == nil {
+		t.Error("listened on a socket another server answers")
+	}
+}
+
+func FuzzRequest(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 11, 'T', 0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08})
+	f.Add([]byte{0, 0, 0, 1, 'B', 0, 0, 0, 2, 'E', 1, 0, 0, 0, 1, 'S'})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		r := bytes.NewReader(stream)
+		for {
+			b, err := readMessage(r)
+			if err != nil {
+				return
+			}
+			req, err := parseRequest(b)
+			if err != nil {
+				continue
+			}
+			var w bytes.Buffer
+			if err := writeMessage(&w, req.op, req.arg); err != nil {
+				t.Fatal(err)
+			}
+			back, err := readMessage(&w)
+			if err != nil || !bytes.Equal(back, b) {
+				t.Fatalf("round trip % X -> % X", b, back)
+			}
+		}
+	})
+}

@@ -1,0 +1,105 @@
+package cardsock
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+
+	"tokenlab/apdu"
+	"tokenlab/internal/unixsock"
+)
+
+// Card is what the server needs of the card it serves; *emulator.Card has it.
+type Card interface {
+	Dial(ctx context.Context) (apdu.Transactor, error)
+	Present() bool
+	Removals() uint64
+}
+
+// Server serves a card to the processes of its user.
+type Server struct {
+	Card Card
+	Log  *slog.Logger // nil discards
+}
+
+// Serve accepts connections on ln until ctx ends. Each connection is one host connection to the
+// card; a malformed message closes that connection only.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		cr, err := unixsock.Peer(c)
+		if err != nil {
+			log.Warn("card socket: refused a connection", "err", err)
+			c.Close()
+			continue
+		}
+		go func() {
+			err := s.serve(ctx, c)
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				log.Info("card socket: connection closed", "pid", cr.PID, "reason", err)
+			}
+		}()
+	}
+}
+
+func (s *Server) serve(ctx context.Context, c *net.UnixConn) error {
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	conn, err := s.Card.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for {
+		b, err := readMessage(c)
+		if err != nil {
+			return err
+		}
+		req, err := parseRequest(b)
+		if err != nil {
+			writeMessage(c, statusError, []byte(err.Error()))
+			return err
+		}
+		var out []byte
+		switch req.op {
+		case opTransmit:
+			out, err = conn.Transmit(ctx, req.arg)
+		case opBegin:
+			err = conn.Begin(ctx)
+		case opEnd:
+			err = conn.End(apdu.Disposition(req.disp))
+		case opStatus:
+			out = []byte{0}
+			if s.Card.Present() {
+				out[0] = 1
+			}
+			out = binary.BigEndian.AppendUint64(out, s.Card.Removals())
+		}
+		switch {
+		case errors.Is(err, apdu.ErrRemoved):
+			err = writeMessage(c, statusRemoved, nil)
+		case err != nil:
+			err = writeMessage(c, statusError, []byte(err.Error()))
+		default:
+			err = writeMessage(c, statusOK, out)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

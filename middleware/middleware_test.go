@@ -1,0 +1,355 @@
+package middleware
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"tokenlab/apdu"
+	"tokenlab/emulator/piv"
+	"tokenlab/emulator/yubikey"
+	"tokenlab/middleware/pivclient"
+	"tokenlab/middleware/prompt"
+)
+
+// lab is a card with keys under each PIN policy, a logon session, a fake clock and an audit
+// recorder, in which applications open tokens.
+type lab struct {
+	t       *testing.T
+	dev     *yubikey.Device
+	session *LogonSession
+	clock   *FakeClock
+	rec     *Recorder
+	prompts *prompt.Script
+}
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	d, err := yubikey.New(yubikey.Options{Serial: 4711})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := pivclient.New(d.Card)
+	c.Select(ctx)
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct{ slot, alg, pin byte }{
+		{pivclient.SlotAuthentication, pivclient.AlgECCP256, pivclient.PINPolicyOnce},
+		{pivclient.SlotSignature, pivclient.AlgECCP256, pivclient.PINPolicyAlways},
+		{pivclient.SlotCardAuthentication, pivclient.AlgECCP256, pivclient.PINPolicyNever},
+		{pivclient.SlotKeyManagement, pivclient.AlgECCP384, pivclient.PINPolicyOnce},
+	} {
+		if _, err := c.GenerateKey(ctx, k.slot, k.alg, k.pin, pivclient.TouchPolicyNever); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Card.Reset()
+	answers := make([]prompt.Answer, 100)
+	for i := range answers {
+		answers[i] = prompt.Answer{PIN: "123456"}
+	}
+	return &lab{t: t, dev: d, session: NewLogonSession(), clock: NewFakeClock(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)),
+		rec: &Recorder{}, prompts: prompt.NewScript(answers...)}
+}
+
+func (l *lab) open(app, profile string) *Token {
+	l.t.Helper()
+	p, err := Profile(profile)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	tok, err := Open(context.Background(), func(context.Context) (apdu.Transactor, error) { return l.dev.Card.Connect(), nil },
+		Options{Application: app, Policy: p, Prompter: l.prompts, Audit: l.rec, Clock: l.clock, Session: l.session})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return tok
+}
+
+func (l *lab) sign(tok *Token, slot byte) {
+	l.t.Helper()
+	digest := sha256.Sum256([]byte("tokenlab"))
+	if _, err := tok.Sign(context.Background(), slot, digest[:]); err != nil {
+		l.t.Fatalf("%s: sign with %02x: %v", tok.opts.Application, slot, err)
+	}
+}
+
+// connect is one VPN or SSH connection of an application: log in as the middleware decides,
+// sign with 9A, disconnect.
+func (l *lab) connect(app, profile string) {
+	l.t.Helper()
+	tok := l.open(app, profile)
+	if err := tok.Login(context.Background(), nil); err != nil {
+		l.t.Fatalf("%s: login: %v", app, err)
+	}
+	l.sign(tok, pivclient.SlotAuthentication)
+	tok.Close(context.Background())
+}
+
+func (l *lab) prompted(app string) int { return l.rec.Count(app, EventPrompt) }
+
+// Under strict-2fa two applications in a row each get a prompt; under single logon the second
+// gets none — the FortiClient reconnect.
+func TestProfilesTwoApplications(t *testing.T) {
+	for _, tc := range []struct {
+		profile       string
+		first, second int
+	}{
+		{"strict-2fa", 1, 1},
+		{"safenet-single-logon", 1, 0},
+		{"activclient", 1, 0},
+		{"opensc-default", 1, 1},
+		{"ykcs11", 1, 1},
+		{"nss-default", 1, 1},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			l := newLab(t)
+			l.connect("vpn-1", tc.profile)
+			l.connect("vpn-2", tc.profile)
+			if l.prompted("vpn-1") != tc.first || l.prompted("vpn-2") != tc.second {
+				t.Errorf("prompts: first %d, second %d; want %d, %d\n%v", l.prompted("vpn-1"), l.prompted("vpn-2"), tc.first, tc.second, l.rec.Events())
+			}
+			if n := l.rec.Count("", EventSign); n != 2 {
+				t.Errorf("%d signatures, want 2", n)
+			}
+		})
+	}
+}
+
+// Single logon survives a card reset between applications: the session's PIN is presented
+// again without asking.
+func TestSingleLogonAfterReset(t *testing.T) {
+	l := newLab(t)
+	l.connect("vpn-1", "safenet-single-logon")
+	l.dev.Card.Reset()
+	l.connect("vpn-2", "safenet-single-logon")
+	if l.prompted("vpn-2") != 0 || l.rec.Count("vpn-2", EventCacheReuse) != 1 {
+		t.Errorf("second application: %d prompts, %d cache re-uses; want 0 and 1", l.prompted("vpn-2"), l.rec.Count("vpn-2", EventCacheReuse))
+	}
+}
+
+// Every 9C signature prompts under strict-2fa and opensc-default; opensc-ignore-user-consent
+// re-uses the cached PIN silently.
+func TestPINAlwaysProfiles(t *testing.T) {
+	for _, tc := range []struct {
+		profile  string
+		prompts  int
+		reuses   int
+		bypassed bool
+	}{
+		{"strict-2fa", 3, 0, false},
+		{"opensc-default", 3, 0, false},
+		{"opensc-ignore-user-consent", 0, 3, true},
+		{"safenet-single-logon", 3, 0, false},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			l := newLab(t)
+			tok := l.open("signer", tc.profile)
+			if err := tok.Login(context.Background(), []byte("123456")); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 3; i++ {
+				l.sign(tok, pivclient.SlotSignature)
+			}
+			if l.prompted("signer") != tc.prompts || l.rec.Count("signer", EventCacheReuse) != tc.reuses {
+				t.Errorf("3 signatures with 9C: %d prompts, %d silent re-uses; want %d, %d", l.prompted("signer"), l.rec.Count("signer", EventCacheReuse), tc.prompts, tc.reuses)
+			}
+			keys, _ := tok.Keys(context.Background())
+			for _, k := range keys {
+				if k.Slot == pivclient.SlotSignature && k.AlwaysAuthenticate(tok.Policy()) == tc.bypassed {
+					t.Errorf("CKA_ALWAYS_AUTHENTICATE for 9C = %v under %s", !tc.bypassed, tc.profile)
+				}
+			}
+		})
+	}
+}
+
+// A context-specific login gives the PIN for exactly one PIN-always operation.
+func TestContextLogin(t *testing.T) {
+	l := newLab(t)
+	tok := l.open("p11", "strict-2fa")
+	ctx := context.Background()
+	if err := tok.Login(ctx, []byte("123456")); err != nil {
+		t.Fatal(err)
+	}
+	tok.ContextLogin(ctx, pivclient.SlotSignature, []byte("123456"))
+	l.sign(tok, pivclient.SlotSignature)
+	if l.prompted("p11") != 0 {
+		t.Errorf("signature after a context login prompted")
+	}
+	l.sign(tok, pivclient.SlotSignature)
+	if l.prompted("p11") != 1 {
+		t.Errorf("second signature: %d prompts, want 1 (the context PIN is good once)", l.prompted("p11"))
+	}
+}
+
+// The TTL of a single logon: within it no prompt, after it the prompt comes back.
+func TestIdleTimeout(t *testing.T) {
+	l := newLab(t)
+	l.connect("vpn-1", "activclient")
+	l.clock.Advance(10 * time.Minute)
+	l.connect("vpn-2", "activclient")
+	l.clock.Advance(16 * time.Minute)
+	l.connect("vpn-3", "activclient")
+	if l.prompted("vpn-2") != 0 || l.prompted("vpn-3") != 1 {
+		t.Errorf("after 10 min: %d prompts (want 0); after 16 idle min: %d (want 1)", l.prompted("vpn-2"), l.prompted("vpn-3"))
+	}
+	if l.rec.Count("vpn-3", EventCardLogout) != 1 {
+		t.Errorf("the expired single logon did not log the card out")
+	}
+	p := Policy{Name: "ttl", Scope: ScopeApplication, TTL: time.Minute}
+	tok, _ := Open(context.Background(), func(context.Context) (apdu.Transactor, error) { return l.dev.Card.Connect(), nil },
+		Options{Application: "ttl", Policy: p, Prompter: l.prompts, Audit: l.rec, Clock: l.clock, Session: l.session})
+	tok.Login(context.Background(), nil)
+	l.dev.Card.Reset()
+	l.sign(tok, pivclient.SlotAuthentication) // within the TTL: the cached PIN
+	l.clock.Advance(2 * time.Minute)
+	l.dev.Card.Reset()
+	l.sign(tok, pivclient.SlotAuthentication) // after it: asked again
+	if l.prompted("ttl") != 2 || l.rec.Count("ttl", EventCacheReuse) != 1 {
+		t.Errorf("TTL policy: %d prompts, %d re-uses; want 2 and 1", l.prompted("ttl"), l.rec.Count("ttl", EventCacheReuse))
+	}
+}
+
+// OpenSC re-presents its cached PIN at most pin_cache_counter (10) times.
+func TestMaxUses(t *testing.T) {
+	l := newLab(t)
+	tok := l.open("opensc", "opensc-default")
+	tok.Login(context.Background(), nil)
+	for i := 0; i < 11; i++ {
+		l.dev.Card.Reset() // another application resets the card
+		l.sign(tok, pivclient.SlotAuthentication)
+	}
+	if l.rec.Count("opensc", EventCacheReuse) != 10 || l.prompted("opensc") != 2 {
+		t.Errorf("%d re-uses and %d prompts, want 10 and 2", l.rec.Count("opensc", EventCacheReuse), l.prompted("opensc"))
+	}
+}
+
+// Removal: strict forgets and asks again; ykcs11 silently re-verifies the same card.
+func TestRemoval(t *testing.T) {
+	for _, tc := range []struct {
+		profile string
+		prompts int
+	}{{"strict-2fa", 2}, {"ykcs11", 1}, {"windows-minidriver", 1}} {
+		t.Run(tc.profile, func(t *testing.T) {
+			l := newLab(t)
+			tok := l.open("app", tc.profile)
+			ctx := context.Background()
+			tok.Login(ctx, nil)
+			l.sign(tok, pivclient.SlotAuthentication)
+			l.dev.Card.Remove()
+			l.dev.Card.Insert()
+			digest := sha256.Sum256([]byte("x"))
+			if _, err := tok.Sign(ctx, pivclient.SlotAuthentication, digest[:]); !errors.Is(err, apdu.ErrRemoved) {
+				t.Fatalf("first use after removal: %v, want ErrRemoved", err)
+			}
+			if tc.profile == "strict-2fa" && tok.LoggedIn() {
+				t.Error("still logged in after removal")
+			}
+			l.sign(tok, pivclient.SlotAuthentication)
+			if l.prompted("app") != tc.prompts {
+				t.Errorf("%d prompts, want %d\n%v", l.prompted("app"), tc.prompts, l.rec.Events())
+			}
+			if l.rec.Count("app", EventRemoved) != 1 || l.rec.Count("app", EventInserted) != 1 {
+				t.Errorf("removal and insertion not both recorded")
+			}
+		})
+	}
+}
+
+func TestWrongPIN(t *testing.T) {
+	l := newLab(t)
+	l.prompts = prompt.NewScript(prompt.Answer{PIN: "000000"}, prompt.Answer{Err: prompt.ErrCancelled})
+	tok := l.open("app", "strict-2fa")
+	ctx := context.Background()
+	var ae *pivclient.AuthError
+	if err := tok.Login(ctx, nil); !errors.As(err, &ae) || ae.Retries != 2 {
+		t.Errorf("wrong PIN: %v", err)
+	}
+	if err := tok.Login(ctx, nil); !errors.Is(err, prompt.ErrCancelled) {
+		t.Errorf("cancelled prompt: %v", err)
+	}
+	if tok.LoggedIn() || l.rec.Count("app", EventVerifyFailed) != 1 {
+		t.Error("a failed login logged in, or was not recorded")
+	}
+	noPrompt, _ := Open(ctx, func(context.Context) (apdu.Transactor, error) { return l.dev.Card.Connect(), nil }, Options{Policy: Profiles[0]})
+	if err := noPrompt.Login(ctx, nil); !errors.Is(err, ErrPINRequired) {
+		t.Errorf("login with nobody to ask: %v", err)
+	}
+}
+
+func TestSignersAndDecrypter(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	b, _ := os.ReadFile("../emulator/piv/testdata/rsa2048.pem")
+	blk, _ := pem.Decode(b)
+	rk, _ := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	rsaKey := rk.(*rsa.PrivateKey)
+	xKey, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	c := pivclient.New(l.dev.Card)
+	c.Select(ctx)
+	c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey)
+	if err := c.ImportKey(ctx, 0x82, rsaKey, pivclient.PINPolicyOnce, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ImportKey(ctx, 0x83, xKey, pivclient.PINPolicyOnce, 0); err != nil {
+		t.Fatal(err)
+	}
+	tok := l.open("app", "opensc-default")
+	digest := sha256.Sum256([]byte("signed through the middleware"))
+
+	s, err := tok.Signer(ctx, 0x82)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil || rsa.VerifyPKCS1v15(&rsaKey.PublicKey, crypto.SHA256, digest[:], sig) != nil {
+		t.Errorf("RSA PKCS#1 v1.5: %v", err)
+	}
+	sig, err = s.Sign(rand.Reader, digest[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256})
+	if err != nil || rsa.VerifyPSS(&rsaKey.PublicKey, crypto.SHA256, digest[:], sig, nil) != nil {
+		t.Errorf("RSA-PSS: %v", err)
+	}
+	d, _ := tok.Decrypter(ctx, 0x82)
+	ct, _ := rsa.EncryptOAEP(sha256.New(), rand.Reader, &rsaKey.PublicKey, []byte("secret"), nil)
+	if pt, err := d.Decrypt(nil, ct, &rsa.OAEPOptions{Hash: crypto.SHA256}); err != nil || string(pt) != "secret" {
+		t.Errorf("OAEP: %q %v", pt, err)
+	}
+	ct, _ = rsa.EncryptPKCS1v15(rand.Reader, &rsaKey.PublicKey, []byte("secret"))
+	if pt, err := d.Decrypt(nil, ct, nil); err != nil || string(pt) != "secret" {
+		t.Errorf("PKCS#1 v1.5 decryption: %q %v", pt, err)
+	}
+	s384, _ := tok.Signer(ctx, pivclient.SlotKeyManagement)
+	sig, err = s384.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(s384.Public().(*ecdsa.PublicKey), digest[:], sig) {
+		t.Errorf("P-384: %v", err)
+	}
+	peer, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	shared, err := tok.ECDH(ctx, 0x83, peer.PublicKey().Bytes())
+	want, _ := peer.ECDH(xKey.PublicKey())
+	if err != nil || string(shared) != string(want) {
+		t.Errorf("X25519: %v", err)
+	}
+	if _, err := tok.Signer(ctx, 0x83); err == nil {
+		t.Error("a signer for an X25519 key")
+	}
+	if _, err := tok.Sign(ctx, 0x95, digest[:]); !errors.Is(err, ErrNoKey) {
+		t.Errorf("empty slot: %v", err)
+	}
+	// One prompt for all of it: the key is PIN-once and the application logged in implicitly.
+	if l.prompted("app") != 1 {
+		t.Errorf("%d prompts, want 1", l.prompted("app"))
+	}
+}

@@ -1,0 +1,189 @@
+package middleware
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Scope says who shares a PIN once it has been entered.
+type Scope int
+
+// Cache scopes.
+const (
+	// ScopeNone caches nothing: each login, and each use that needs the PIN, asks for it.
+	ScopeNone Scope = iota
+	// ScopeApplication caches the PIN for one application (a process), as OpenSC, NSS, ykcs11
+	// and the Windows smart-card stack do.
+	ScopeApplication
+	// ScopeLogonSession is single logon: the PIN is cached for every application of the logon
+	// session, and the card is left logged in for the next one (SafeNet SAC, ActivClient).
+	ScopeLogonSession
+)
+
+var scopeNames = [...]string{"none", "application", "logon-session"}
+
+func (s Scope) String() string {
+	if int(s) < len(scopeNames) {
+		return scopeNames[s]
+	}
+	return fmt.Sprintf("Scope(%d)", int(s))
+}
+
+// Disconnect says what an application leaves behind when it logs out or disconnects.
+type Disconnect int
+
+// Disconnect actions.
+const (
+	// DisconnectLeave leaves the card as it is: still verified for the next application.
+	DisconnectLeave Disconnect = iota
+	// DisconnectLogout clears the PIN status with VERIFY P1=FF (SP 800-73-4).
+	DisconnectLogout
+	// DisconnectReset resets the card (SCARD_RESET_CARD), as libykpiv does.
+	DisconnectReset
+)
+
+var disconnectNames = [...]string{"leave", "logout", "reset"}
+
+func (d Disconnect) String() string {
+	if int(d) < len(disconnectNames) {
+		return disconnectNames[d]
+	}
+	return fmt.Sprintf("Disconnect(%d)", int(d))
+}
+
+// Policy is how a middleware treats the PIN. The zero Policy is strict: nothing cached, the
+// card reset at disconnect, PIN-always keys honoured.
+type Policy struct {
+	// Name and Reproduces identify a named profile and the behaviour it reproduces.
+	Name       string
+	Reproduces string
+
+	Scope Scope
+	// TTL bounds how long a cached PIN lives after it was entered; 0 means no bound.
+	TTL time.Duration
+	// Idle ends a cached PIN (and, with ScopeLogonSession, the card's login) after this long
+	// without use; 0 means never.
+	Idle time.Duration
+	// MaxUses bounds how often a cached PIN is presented to the card again without asking
+	// (OpenSC's pin_cache_counter); 0 means no bound.
+	MaxUses int
+	// BypassPINAlways silently re-sends a cached PIN before each operation with a PIN-always
+	// key (9C) and reports CKA_ALWAYS_AUTHENTICATE false: OpenSC's
+	// pin_cache_ignore_user_consent quirk. SP 800-73-4 and FIPS 201 forbid it.
+	BypassPINAlways bool
+	// TrustCardStatus lets a login that brings no PIN succeed without asking when the card is
+	// already verified, as single logon does.
+	TrustCardStatus bool
+	// AtDisconnect is done when the application logs out or goes away.
+	AtDisconnect Disconnect
+	// ClearOnRemoval forgets cached PINs when the card is removed.
+	ClearOnRemoval bool
+	// ReverifyOnReinsert presents the cached PIN again, without asking, when the same card
+	// comes back (libykpiv checks the serial and re-VERIFYs, yubico-piv-tool#445).
+	ReverifyOnReinsert bool
+}
+
+// Profiles are the named policies, each reproducing a real middleware; see
+// ../shared/reference/pin-caching.md §2 for the sources.
+var Profiles = []Policy{
+	{
+		Name:           "strict-2fa",
+		Reproduces:     "what policy asks for: a PIN on every connection and for every PIN-always signature, nothing cached, the card reset at disconnect and forgotten on removal",
+		Scope:          ScopeNone,
+		AtDisconnect:   DisconnectReset,
+		ClearOnRemoval: true,
+	},
+	{
+		Name:            "safenet-single-logon",
+		Reproduces:      "SafeNet Authentication Client with Single Logon on: one PIN per Windows logon session for every application, the token kept logged in (why FortiClient reconnects an IKEv2 VPN without a PIN)",
+		Scope:           ScopeLogonSession,
+		TrustCardStatus: true,
+		AtDisconnect:    DisconnectLeave,
+		ClearOnRemoval:  true,
+	},
+	{
+		Name:            "activclient",
+		Reproduces:      "HID ActivClient's default PIN caching: one PIN per logon session, dropped after 15 minutes without use, on removal, lock or logoff",
+		Scope:           ScopeLogonSession,
+		Idle:            15 * time.Minute,
+		TrustCardStatus: true,
+		AtDisconnect:    DisconnectLeave,
+		ClearOnRemoval:  true,
+	},
+	{
+		Name:           "opensc-default",
+		Reproduces:     "OpenSC's defaults: PIN cached per process and re-presented up to 10 times (pin_cache_counter), never for a PIN-always key; card left verified at disconnect",
+		Scope:          ScopeApplication,
+		MaxUses:        10,
+		AtDisconnect:   DisconnectLeave,
+		ClearOnRemoval: true,
+	},
+	{
+		Name:            "opensc-ignore-user-consent",
+		Reproduces:      "OpenSC with pin_cache_ignore_user_consent = true: as opensc-default, but the cached PIN is silently re-sent for PIN-always keys, which then report CKA_ALWAYS_AUTHENTICATE false",
+		Scope:           ScopeApplication,
+		MaxUses:         10,
+		BypassPINAlways: true,
+		AtDisconnect:    DisconnectLeave,
+		ClearOnRemoval:  true,
+	},
+	{
+		Name:               "ykcs11",
+		Reproduces:         "Yubico's ykcs11/libykpiv: login per process, PIN kept in memory and silently re-verified when the same YubiKey comes back; the card reset at disconnect",
+		Scope:              ScopeApplication,
+		AtDisconnect:       DisconnectReset,
+		ClearOnRemoval:     false,
+		ReverifyOnReinsert: true,
+	},
+	{
+		Name:           "windows-minidriver",
+		Reproduces:     "the Windows smart-card base CSP/KSP with PinCacheNormal: PIN cached per process for its lifetime, even across removal; the OpenSC minidriver marks 9C PinCacheAlwaysPrompt",
+		Scope:          ScopeApplication,
+		AtDisconnect:   DisconnectLeave,
+		ClearOnRemoval: false,
+	},
+	{
+		Name:           "nss-default",
+		Reproduces:     "NSS (Firefox, Thunderbird) with security.ask_for_password = 0: log in once per process, context login for PIN-always keys, re-login after removal",
+		Scope:          ScopeApplication,
+		AtDisconnect:   DisconnectLeave,
+		ClearOnRemoval: true,
+	},
+}
+
+// Profile returns the named profile.
+func Profile(name string) (Policy, error) {
+	for _, p := range Profiles {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	names := make([]string, len(Profiles))
+	for i, p := range Profiles {
+		names[i] = p.Name
+	}
+	sort.Strings(names)
+	return Policy{}, fmt.Errorf("%q is not a profile (%s)", name, strings.Join(names, ", "))
+}
+
+// ParseScope parses a Scope name.
+func ParseScope(s string) (Scope, error) {
+	for i, n := range scopeNames {
+		if n == s {
+			return Scope(i), nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not a cache scope (none, application, logon-session)", s)
+}
+
+// ParseDisconnect parses a Disconnect name.
+func ParseDisconnect(s string) (Disconnect, error) {
+	for i, n := range disconnectNames {
+		if n == s {
+			return Disconnect(i), nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not a disconnect action (leave, logout, reset)", s)
+}

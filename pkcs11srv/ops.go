@@ -1,0 +1,837 @@
+package pkcs11srv
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/asn1"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"math/big"
+
+	"tokenlab/internal/rsapad"
+	"tokenlab/middleware"
+	"tokenlab/middleware/pivclient"
+)
+
+// Mechanism is a CK_MECHANISM with its parameters decoded where the server uses them.
+type Mechanism struct {
+	Type uint64
+	// PSS parameters of CKM_RSA_PKCS_PSS and CKM_SHA*_RSA_PKCS_PSS.
+	PSS *PSSParams
+	// OAEP parameters of CKM_RSA_PKCS_OAEP.
+	OAEP *OAEPParams
+	// Param is the raw parameter of other mechanisms (ECDH1 derive: its public data).
+	Param []byte
+}
+
+// PSSParams is CK_RSA_PKCS_PSS_PARAMS.
+type PSSParams struct{ Hash, MGF, SaltLen uint64 }
+
+// OAEPParams is CK_RSA_PKCS_OAEP_PARAMS.
+type OAEPParams struct {
+	Hash, MGF, Source uint64
+	Label             []byte
+}
+
+// MechanismInfo is CK_MECHANISM_INFO.
+type MechanismInfo struct{ MinKeySize, MaxKeySize, Flags uint64 }
+
+// mechanisms lists what the token does; the sizes are bits for RSA and EC.
+var mechanisms = map[uint64]MechanismInfo{
+	ckmRSAPKCSKeyPairGen:   {1024, 4096, ckfHW | ckfGenerateKeyPair},
+	ckmRSAPKCS:             {1024, 4096, ckfHW | ckfSign | ckfDecrypt | ckfVerify},
+	ckmRSAX509:             {1024, 4096, ckfHW | ckfSign | ckfDecrypt | ckfVerify},
+	ckmRSAPKCSPSS:          {1024, 4096, ckfHW | ckfSign | ckfVerify},
+	ckmRSAPKCSOAEP:         {1024, 4096, ckfHW | ckfDecrypt},
+	ckmSHA1RSAPKCS:         {1024, 4096, ckfHW | ckfSign | ckfVerify},
+	ckmSHA256RSAPKCS:       {1024, 4096, ckfHW | ckfSign | ckfVerify},
+	ckmSHA384RSAPKCS:       {1024, 4096, ckfHW | ckfSign | ckfVerify},
+	ckmSHA512RSAPKCS:       {1024, 4096, ckfHW | ckfSign | ckfVerify},
+	ckmSHA256RSAPKCSPSS:    {1024, 4096, ckfHW | ckfSign | ckfVerify},
+	ckmSHA384RSAPKCSPSS:    {1024, 4096, ckfHW | ckfSign | ckfVerify},
+	ckmSHA512RSAPKCSPSS:    {1024, 4096, ckfHW | ckfSign | ckfVerify},
+	ckmECKeyPairGen:        {256, 384, ckfHW | ckfGenerateKeyPair | ckfECFP | ckfECNamedCurve | ckfECUncompress},
+	ckmECDSA:               {256, 384, ckfHW | ckfSign | ckfVerify | ckfECFP | ckfECNamedCurve | ckfECUncompress},
+	ckmECDSASHA1:           {256, 384, ckfHW | ckfSign | ckfVerify | ckfECFP | ckfECNamedCurve | ckfECUncompress},
+	ckmECDSASHA256:         {256, 384, ckfHW | ckfSign | ckfVerify | ckfECFP | ckfECNamedCurve | ckfECUncompress},
+	ckmECDSASHA384:         {256, 384, ckfHW | ckfSign | ckfVerify | ckfECFP | ckfECNamedCurve | ckfECUncompress},
+	ckmECDSASHA512:         {256, 384, ckfHW | ckfSign | ckfVerify | ckfECFP | ckfECNamedCurve | ckfECUncompress},
+	ckmECDH1Derive:         {256, 384, ckfHW | ckfDerive | ckfECFP | ckfECNamedCurve | ckfECUncompress},
+	ckmECEdwardsKeyPairGen: {255, 255, ckfHW | ckfGenerateKeyPair},
+	ckmEDDSA:               {255, 255, ckfHW | ckfSign | ckfVerify},
+	ckmSHA1:                {0, 0, ckfDigest},
+	ckmSHA256:              {0, 0, ckfDigest},
+	ckmSHA384:              {0, 0, ckfDigest},
+	ckmSHA512:              {0, 0, ckfDigest},
+}
+
+// GetMechanismList is C_GetMechanismList.
+func (a *App) GetMechanismList(slot uint64) ([]uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.checkSlot(slot); err != nil {
+		return nil, err
+	}
+	out := make([]uint64, 0, len(mechanisms))
+	for m := range mechanisms {
+		out = append(out, m)
+	}
+	sortUint64(out)
+	return out, nil
+}
+
+// GetMechanismInfo is C_GetMechanismInfo.
+func (a *App) GetMechanismInfo(slot, mech uint64) (MechanismInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.checkSlot(slot); err != nil {
+		return MechanismInfo{}, err
+	}
+	info, ok := mechanisms[mech]
+	if !ok {
+		return MechanismInfo{}, RV(ckrMechanismInvalid)
+	}
+	return info, nil
+}
+
+// Operation kinds.
+const (
+	opSign = iota + 1
+	opVerify
+	opDecrypt
+	opDigest
+)
+
+// operation is the active cryptographic operation of a session.
+type operation struct {
+	kind       int
+	mech       Mechanism
+	key        middleware.Key
+	hash       crypto.Hash // of a hash-and-sign mechanism or a digest
+	h          hash.Hash   // running hash of multi-part input
+	buf        []byte      // accumulated input of a single-part mechanism used in parts
+	multipart  bool
+	alwaysAuth bool // the key needs a PIN right before use
+	authorized bool // C_Login(CKU_CONTEXT_SPECIFIC) gave one
+	loggedOut  bool // C_Logout ended it (unlike SoftHSM, bug #900, it cannot finish)
+}
+
+func hashOf(m uint64) crypto.Hash {
+	switch m {
+	case ckmSHA1RSAPKCS, ckmECDSASHA1, ckmSHA1:
+		return crypto.SHA1
+	case ckmSHA256RSAPKCS, ckmSHA256RSAPKCSPSS, ckmECDSASHA256, ckmSHA256:
+		return crypto.SHA256
+	case ckmSHA384RSAPKCS, ckmSHA384RSAPKCSPSS, ckmECDSASHA384, ckmSHA384:
+		return crypto.SHA384
+	case ckmSHA512RSAPKCS, ckmSHA512RSAPKCSPSS, ckmECDSASHA512, ckmSHA512:
+		return crypto.SHA512
+	}
+	return 0
+}
+
+func hashByCKM(m uint64) crypto.Hash {
+	switch m {
+	case ckmSHA1, ckgMGF1SHA1:
+		return crypto.SHA1
+	case ckmSHA256, ckgMGF1SHA256:
+		return crypto.SHA256
+	case ckmSHA384, ckgMGF1SHA384:
+		return crypto.SHA384
+	case ckmSHA512, ckgMGF1SHA512:
+		return crypto.SHA512
+	}
+	return 0
+}
+
+func newHash(h crypto.Hash) hash.Hash {
+	switch h {
+	case crypto.SHA1:
+		return sha1.New()
+	case crypto.SHA256:
+		return sha256.New()
+	case crypto.SHA384:
+		return sha512.New384()
+	case crypto.SHA512:
+		return sha512.New()
+	}
+	return nil
+}
+
+// keyAccepts checks that a mechanism fits a key's type and use.
+func keyAccepts(k middleware.Key, mech uint64, kind int) bool {
+	rsaKey := isRSA(k.Algorithm)
+	ecKey := k.Algorithm == pivclient.AlgECCP256 || k.Algorithm == pivclient.AlgECCP384
+	switch mech {
+	case ckmRSAPKCS, ckmRSAX509:
+		return rsaKey
+	case ckmRSAPKCSOAEP:
+		return rsaKey && kind == opDecrypt
+	case ckmRSAPKCSPSS, ckmSHA1RSAPKCS, ckmSHA256RSAPKCS, ckmSHA384RSAPKCS, ckmSHA512RSAPKCS,
+		ckmSHA256RSAPKCSPSS, ckmSHA384RSAPKCSPSS, ckmSHA512RSAPKCSPSS:
+		return rsaKey && kind != opDecrypt
+	case ckmECDSA, ckmECDSASHA1, ckmECDSASHA256, ckmECDSASHA384, ckmECDSASHA512:
+		return ecKey && kind != opDecrypt
+	case ckmEDDSA:
+		return k.Algorithm == pivclient.AlgEd25519 && kind != opDecrypt
+	}
+	return false
+}
+
+func isRSA(alg byte) bool {
+	switch alg {
+	case pivclient.AlgRSA1024, pivclient.AlgRSA2048, pivclient.AlgRSA3072, pivclient.AlgRSA4096:
+		return true
+	}
+	return false
+}
+
+// begin starts an operation on a session with a key object.
+func (a *App) begin(ctx context.Context, h uint64, kind int, mech Mechanism, keyHandle uint64) error {
+	s, err := a.session(h)
+	if err != nil {
+		return err
+	}
+	if s.op != nil {
+		return RV(ckrOperationActive)
+	}
+	info, ok := mechanisms[mech.Type]
+	if !ok {
+		return RV(ckrMechanismInvalid)
+	}
+	want := map[int]uint64{opSign: ckfSign, opVerify: ckfVerify, opDecrypt: ckfDecrypt}[kind]
+	if info.Flags&want == 0 {
+		return RV(ckrMechanismInvalid)
+	}
+	o, err := a.object(ctx, keyHandle)
+	if err != nil {
+		if err == RV(ckrObjectHandleInvalid) {
+			if a.user != ckuUser && a.privateHandle(keyHandle) {
+				return RV(ckrUserNotLoggedIn)
+			}
+			return RV(ckrKeyHandleInvalid)
+		}
+		return err
+	}
+	wantClass := uint64(ckoPrivateKey)
+	if kind == opVerify {
+		wantClass = ckoPublicKey
+	}
+	if o.class != wantClass && !(kind == opVerify && o.class == ckoPrivateKey) {
+		return RV(ckrKeyTypeInconsistent)
+	}
+	if !keyAccepts(o.key, mech.Type, kind) {
+		return RV(ckrKeyTypeInconsistent)
+	}
+	if (mech.Type == ckmRSAPKCSPSS || mech.Type >= ckmSHA256RSAPKCSPSS && mech.Type <= ckmSHA512RSAPKCSPSS) && mech.PSS == nil ||
+		mech.Type == ckmRSAPKCSOAEP && mech.OAEP == nil {
+		return RV(ckrMechanismParamInvalid)
+	}
+	op := &operation{kind: kind, mech: mech, key: o.key, hash: hashOf(mech.Type)}
+	op.alwaysAuth = kind != opVerify && o.key.AlwaysAuthenticate(a.srv.cfg.Policy)
+	if op.hash != 0 {
+		op.h = newHash(op.hash)
+	}
+	s.op = op
+	return nil
+}
+
+// privateHandle reports whether h names a private key object, visible or not.
+func (a *App) privateHandle(h uint64) bool {
+	for _, o := range a.objects {
+		if o.handle == h {
+			return o.private
+		}
+	}
+	return h&0xF == 1
+}
+
+// SignInit is C_SignInit.
+func (a *App) SignInit(ctx context.Context, h uint64, mech Mechanism, key uint64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.begin(ctx, h, opSign, mech, key)
+}
+
+// sigLen returns the length of a signature with the operation's key.
+func sigLen(k middleware.Key) int {
+	switch pub := k.Public.(type) {
+	case *rsa.PublicKey:
+		return pub.Size()
+	case *ecdsa.PublicKey:
+		return 2 * ((pub.Curve.Params().BitSize + 7) / 8)
+	case ed25519.PublicKey:
+		return ed25519.SignatureSize
+	}
+	return 0
+}
+
+// Sign is C_Sign. With capacity 0 (a NULL buffer) or too small, it reports the length and keeps
+// the operation; otherwise the operation ends, successful or not.
+func (a *App) Sign(ctx context.Context, h uint64, data []byte, capacity int) (sig []byte, length int, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opSign)
+	if err != nil {
+		return nil, 0, err
+	}
+	if op.multipart {
+		return nil, 0, RV(ckrOperationActive)
+	}
+	n := sigLen(op.key)
+	if capacity < n {
+		if capacity == 0 {
+			return nil, n, nil
+		}
+		return nil, n, RV(ckrBufferTooSmall)
+	}
+	s.op = nil
+	sig, err = a.sign(ctx, op, data)
+	return sig, len(sig), err
+}
+
+// SignUpdate is C_SignUpdate.
+func (a *App) SignUpdate(h uint64, part []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opSign)
+	if err != nil {
+		return err
+	}
+	return a.update(s, op, part)
+}
+
+// SignFinal is C_SignFinal.
+func (a *App) SignFinal(ctx context.Context, h uint64, capacity int) ([]byte, int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opSign)
+	if err != nil {
+		return nil, 0, err
+	}
+	n := sigLen(op.key)
+	if capacity < n {
+		if capacity == 0 {
+			return nil, n, nil
+		}
+		return nil, n, RV(ckrBufferTooSmall)
+	}
+	s.op = nil
+	op.multipart = false
+	sig, err := a.sign(ctx, op, op.buf)
+	return sig, len(sig), err
+}
+
+// update feeds a part of multi-part input: into the running hash of a hash-and-sign
+// mechanism, else into a buffer (EdDSA and raw mechanisms sign the whole input at once).
+func (a *App) update(s *session, op *operation, part []byte) error {
+	op.multipart = true
+	if op.h != nil {
+		op.h.Write(part)
+		return nil
+	}
+	switch op.mech.Type {
+	case ckmEDDSA:
+		if len(op.buf)+len(part) > maxInput {
+			s.op = nil
+			return RV(ckrDataLenRange)
+		}
+		op.buf = append(op.buf, part...)
+		return nil
+	}
+	s.op = nil
+	return RV(ckrFunctionNotSupported) // raw ECDSA and RSA take their input in one part
+}
+
+// maxInput bounds what an application can make the server buffer.
+const maxInput = 1 << 20
+
+func (a *App) activeOp(h uint64, kind int) (*session, *operation, error) {
+	s, err := a.session(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.op == nil || s.op.kind != kind {
+		return nil, nil, RV(ckrOperationNotInitialized)
+	}
+	if s.op.loggedOut {
+		s.op = nil
+		return nil, nil, RV(ckrUserNotLoggedIn)
+	}
+	return s, s.op, nil
+}
+
+// sign produces the signature of data under the operation's mechanism through the middleware.
+func (a *App) sign(ctx context.Context, op *operation, data []byte) ([]byte, error) {
+	t, err := a.tokenFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// A PIN-always key: the context-specific login's PIN, or the PIN of a C_Login(CKU_USER)
+	// just before (OpenSSH signs right after logging in, without a context login), or the
+	// middleware's own prompt when it has one.
+	pin := a.loginPIN
+	a.loginPIN = nil
+	defer wipe(pin)
+	if op.alwaysAuth && !op.authorized {
+		switch {
+		case pin != nil:
+			if err := t.ContextLogin(ctx, op.key.Slot, pin); err != nil {
+				return nil, a.cardError(err)
+			}
+		case a.srv.cfg.Prompter == nil:
+			return nil, RV(ckrUserNotLoggedIn)
+		}
+	}
+	input := data
+	if op.h != nil {
+		if op.multipart {
+			input = op.h.Sum(nil)
+		} else {
+			op.h.Write(data)
+			input = op.h.Sum(nil)
+		}
+	}
+	var block []byte
+	switch pub := op.key.Public.(type) {
+	case *rsa.PublicKey:
+		switch op.mech.Type {
+		case ckmRSAX509:
+			if len(input) > pub.Size() {
+				return nil, RV(ckrDataLenRange)
+			}
+			block = make([]byte, pub.Size())
+			copy(block[pub.Size()-len(input):], input)
+		case ckmRSAPKCS:
+			block, err = rsapad.PKCS1v15Sign(0, input, pub.Size())
+		case ckmRSAPKCSPSS, ckmSHA256RSAPKCSPSS, ckmSHA384RSAPKCSPSS, ckmSHA512RSAPKCSPSS:
+			h := hashByCKM(op.mech.PSS.Hash)
+			if h == 0 || hashByCKM(op.mech.PSS.MGF) != h || op.mech.PSS.SaltLen > 1024 {
+				return nil, RV(ckrMechanismParamInvalid)
+			}
+			block, err = rsapad.PSSSign(rand.Reader, h, input, int(op.mech.PSS.SaltLen), pub.N.BitLen())
+		default:
+			block, err = rsapad.PKCS1v15Sign(op.hash, input, pub.Size())
+		}
+		if err != nil {
+			return nil, RV(ckrDataLenRange)
+		}
+		sig, err := t.Sign(ctx, op.key.Slot, block)
+		return sig, a.cardError(err)
+	case *ecdsa.PublicKey:
+		n := (pub.Curve.Params().BitSize + 7) / 8
+		if len(input) == 0 {
+			return nil, RV(ckrDataLenRange)
+		}
+		if len(input) > n {
+			input = input[:n] // the leftmost bits, as FIPS 186-4 §6.4 truncates
+		}
+		der, err := t.Sign(ctx, op.key.Slot, input)
+		if err != nil {
+			return nil, a.cardError(err)
+		}
+		return rawECDSA(der, n)
+	case ed25519.PublicKey:
+		sig, err := t.Sign(ctx, op.key.Slot, input)
+		return sig, a.cardError(err)
+	}
+	return nil, RV(ckrKeyTypeInconsistent)
+}
+
+// rawECDSA turns an ASN.1 ECDSA-Sig-Value into r || s, each n bytes (PKCS #11 §2.3.1).
+func rawECDSA(der []byte, n int) ([]byte, error) {
+	var sig struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(der, &sig); err != nil || len(rest) > 0 || sig.R.BitLen() > 8*n || sig.S.BitLen() > 8*n {
+		return nil, fmt.Errorf("%w: card signature is not an ECDSA-Sig-Value", RV(ckrDeviceError))
+	}
+	out := make([]byte, 2*n)
+	sig.R.FillBytes(out[:n])
+	sig.S.FillBytes(out[n:])
+	return out, nil
+}
+
+// VerifyInit is C_VerifyInit: verification is done on the host with the public key.
+func (a *App) VerifyInit(ctx context.Context, h uint64, mech Mechanism, key uint64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.begin(ctx, h, opVerify, mech, key)
+}
+
+// Verify is C_Verify.
+func (a *App) Verify(h uint64, data, sig []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opVerify)
+	if err != nil {
+		return err
+	}
+	s.op = nil
+	if op.h != nil {
+		op.h.Write(data)
+		data = op.h.Sum(nil)
+	}
+	return verify(op, data, sig)
+}
+
+// VerifyUpdate is C_VerifyUpdate.
+func (a *App) VerifyUpdate(h uint64, part []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opVerify)
+	if err != nil {
+		return err
+	}
+	return a.update(s, op, part)
+}
+
+// VerifyFinal is C_VerifyFinal.
+func (a *App) VerifyFinal(h uint64, sig []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opVerify)
+	if err != nil {
+		return err
+	}
+	s.op = nil
+	data := op.buf
+	if op.h != nil {
+		data = op.h.Sum(nil)
+	}
+	return verify(op, data, sig)
+}
+
+func verify(op *operation, data, sig []byte) error {
+	switch pub := op.key.Public.(type) {
+	case *rsa.PublicKey:
+		if len(sig) != pub.Size() {
+			return RV(ckrSignatureLenRange)
+		}
+		var err error
+		switch op.mech.Type {
+		case ckmRSAPKCS:
+			err = rsa.VerifyPKCS1v15(pub, 0, data, sig)
+		case ckmRSAX509:
+			m := new(big.Int).Exp(new(big.Int).SetBytes(sig), big.NewInt(int64(pub.E)), pub.N)
+			want := make([]byte, pub.Size())
+			copy(want[pub.Size()-len(data):], data)
+			if string(m.FillBytes(make([]byte, pub.Size()))) != string(want) {
+				err = errors.New("mismatch")
+			}
+		case ckmRSAPKCSPSS, ckmSHA256RSAPKCSPSS, ckmSHA384RSAPKCSPSS, ckmSHA512RSAPKCSPSS:
+			h := hashByCKM(op.mech.PSS.Hash)
+			if h == 0 {
+				return RV(ckrMechanismParamInvalid)
+			}
+			err = rsa.VerifyPSS(pub, h, data, sig, &rsa.PSSOptions{SaltLength: int(op.mech.PSS.SaltLen), Hash: h})
+		default:
+			err = rsa.VerifyPKCS1v15(pub, op.hash, data, sig)
+		}
+		if err != nil {
+			return RV(ckrSignatureInvalid)
+		}
+		return nil
+	case *ecdsa.PublicKey:
+		n := (pub.Curve.Params().BitSize + 7) / 8
+		if len(sig) != 2*n {
+			return RV(ckrSignatureLenRange)
+		}
+		r, s := new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])
+		if len(data) > n {
+			data = data[:n]
+		}
+		if !ecdsa.Verify(pub, data, r, s) {
+			return RV(ckrSignatureInvalid)
+		}
+		return nil
+	case ed25519.PublicKey:
+		if len(sig) != ed25519.SignatureSize {
+			return RV(ckrSignatureLenRange)
+		}
+		if !ed25519.Verify(pub, data, sig) {
+			return RV(ckrSignatureInvalid)
+		}
+		return nil
+	}
+	return RV(ckrKeyTypeInconsistent)
+}
+
+// DecryptInit is C_DecryptInit.
+func (a *App) DecryptInit(ctx context.Context, h uint64, mech Mechanism, key uint64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.begin(ctx, h, opDecrypt, mech, key)
+}
+
+// Decrypt is C_Decrypt: the card's raw RSA operation, then the padding removed on the host.
+// The output length is known only after decryption, so a size query decrypts once and keeps
+// the result for the call with a buffer.
+func (a *App) Decrypt(ctx context.Context, h uint64, ct []byte, capacity int) ([]byte, int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opDecrypt)
+	if err != nil {
+		return nil, 0, err
+	}
+	pub := op.key.Public.(*rsa.PublicKey)
+	if op.buf == nil {
+		if len(ct) != pub.Size() {
+			s.op = nil
+			return nil, 0, RV(ckrEncryptedDataLenRange)
+		}
+		t, err := a.tokenFor(ctx)
+		if err != nil {
+			s.op = nil
+			return nil, 0, err
+		}
+		pin := a.loginPIN
+		a.loginPIN = nil
+		defer wipe(pin)
+		if op.alwaysAuth && !op.authorized && pin != nil {
+			if err := t.ContextLogin(ctx, op.key.Slot, pin); err != nil {
+				s.op = nil
+				return nil, 0, a.cardError(err)
+			}
+		}
+		em, err := t.Decrypt(ctx, op.key.Slot, ct)
+		if err != nil {
+			s.op = nil
+			return nil, 0, a.cardError(err)
+		}
+		var pt []byte
+		switch op.mech.Type {
+		case ckmRSAX509:
+			pt = em
+		case ckmRSAPKCSOAEP:
+			hh := hashByCKM(op.mech.OAEP.Hash)
+			if hh == 0 || hashByCKM(op.mech.OAEP.MGF) != hh {
+				s.op = nil
+				return nil, 0, RV(ckrMechanismParamInvalid)
+			}
+			pt, err = rsapad.OAEPDecrypt(hh, op.mech.OAEP.Label, em)
+		default:
+			pt, err = rsapad.PKCS1v15Decrypt(em)
+		}
+		if err != nil {
+			s.op = nil
+			return nil, 0, RV(ckrEncryptedDataInvalid)
+		}
+		op.buf = pt
+	}
+	n := len(op.buf)
+	if capacity < n {
+		if capacity == 0 {
+			return nil, n, nil
+		}
+		return nil, n, RV(ckrBufferTooSmall)
+	}
+	s.op = nil
+	return op.buf, n, nil
+}
+
+// DigestInit is C_DigestInit: hashing on the host.
+func (a *App) DigestInit(h uint64, mech Mechanism) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, err := a.session(h)
+	if err != nil {
+		return err
+	}
+	if s.op != nil {
+		return RV(ckrOperationActive)
+	}
+	hh := hashByCKM(mech.Type)
+	if hh == 0 {
+		return RV(ckrMechanismInvalid)
+	}
+	s.op = &operation{kind: opDigest, mech: mech, hash: hh, h: newHash(hh)}
+	return nil
+}
+
+// Digest is C_Digest.
+func (a *App) Digest(h uint64, data []byte, capacity int) ([]byte, int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opDigest)
+	if err != nil {
+		return nil, 0, err
+	}
+	n := op.hash.Size()
+	if capacity < n {
+		if capacity == 0 {
+			return nil, n, nil
+		}
+		return nil, n, RV(ckrBufferTooSmall)
+	}
+	s.op = nil
+	op.h.Write(data)
+	return op.h.Sum(nil), n, nil
+}
+
+// DigestUpdate is C_DigestUpdate.
+func (a *App) DigestUpdate(h uint64, part []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, op, err := a.activeOp(h, opDigest)
+	if err != nil {
+		return err
+	}
+	op.h.Write(part)
+	return nil
+}
+
+// DigestFinal is C_DigestFinal.
+func (a *App) DigestFinal(h uint64, capacity int) ([]byte, int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, op, err := a.activeOp(h, opDigest)
+	if err != nil {
+		return nil, 0, err
+	}
+	n := op.hash.Size()
+	if capacity < n {
+		if capacity == 0 {
+			return nil, n, nil
+		}
+		return nil, n, RV(ckrBufferTooSmall)
+	}
+	s.op = nil
+	return op.h.Sum(nil), n, nil
+}
+
+// GenerateKeyPair is C_GenerateKeyPair into a PIV slot: the slot from CKA_ID (01 = 9A, 02 = 9C,
+// ...; else the first empty one), the key type from the mechanism and CKA_EC_PARAMS or
+// CKA_MODULUS_BITS, the PIN policy from CKA_ALWAYS_AUTHENTICATE (else the slot's default). It
+// needs the management key: a security officer's login, or the card's factory key.
+func (a *App) GenerateKeyPair(ctx context.Context, h uint64, mech Mechanism, pubTmpl, privTmpl []Attribute) (pub, priv uint64, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, err := a.session(h)
+	if err != nil {
+		return 0, 0, err
+	}
+	if !s.rw {
+		return 0, 0, RV(ckrSessionReadOnly)
+	}
+	if a.user < 0 {
+		return 0, 0, RV(ckrUserNotLoggedIn)
+	}
+	attr := func(tmpl []Attribute, t uint32) ([]byte, bool) {
+		for _, x := range tmpl {
+			if x.Type == t {
+				return x.Value, true
+			}
+		}
+		return nil, false
+	}
+	var alg byte
+	switch mech.Type {
+	case ckmECKeyPairGen, ckmECEdwardsKeyPairGen:
+		params, ok := attr(pubTmpl, ckaECParams)
+		if !ok {
+			return 0, 0, RV(ckrTemplateIncomplete)
+		}
+		if alg, ok = curveOf(params); !ok {
+			return 0, 0, RV(ckrAttributeValueInvalid)
+		}
+		if (mech.Type == ckmECEdwardsKeyPairGen) != (alg == pivclient.AlgEd25519) || alg == pivclient.AlgX25519 {
+			return 0, 0, RV(ckrTemplateInconsistent)
+		}
+	case ckmRSAPKCSKeyPairGen:
+		bits, ok := attr(pubTmpl, ckaModulusBits)
+		if !ok || len(bits) != 8 {
+			return 0, 0, RV(ckrTemplateIncomplete)
+		}
+		switch binary.LittleEndian.Uint64(bits) {
+		case 1024:
+			alg = pivclient.AlgRSA1024
+		case 2048:
+			alg = pivclient.AlgRSA2048
+		case 3072:
+			alg = pivclient.AlgRSA3072
+		case 4096:
+			alg = pivclient.AlgRSA4096
+		default:
+			return 0, 0, RV(ckrAttributeValueInvalid)
+		}
+		if e, ok := attr(pubTmpl, ckaPublicExponent); ok && new(big.Int).SetBytes(e).Int64() != 65537 {
+			return 0, 0, RV(ckrAttributeValueInvalid)
+		}
+	default:
+		return 0, 0, RV(ckrMechanismInvalid)
+	}
+	if err := a.loadObjects(ctx); err != nil {
+		return 0, 0, err
+	}
+	slot := byte(0)
+	id, hasID := attr(privTmpl, ckaID)
+	if !hasID {
+		id, hasID = attr(pubTmpl, ckaID)
+	}
+	slots := middleware.KeySlots()
+	if hasID {
+		if len(id) != 1 || id[0] < 1 || int(id[0]) > len(slots) {
+			return 0, 0, RV(ckrAttributeValueInvalid)
+		}
+		slot = slots[id[0]-1]
+	} else {
+		used := map[byte]bool{}
+		for _, o := range a.objects {
+			used[o.key.Slot] = true
+		}
+		for _, sl := range slots {
+			if !used[sl] {
+				slot = sl
+				break
+			}
+		}
+		if slot == 0 {
+			return 0, 0, RV(ckrDeviceMemory)
+		}
+	}
+	pinPolicy := byte(pivclient.PINPolicyDefault)
+	if v, ok := attr(privTmpl, ckaAlwaysAuthenticate); ok && len(v) == 1 {
+		pinPolicy = pivclient.PINPolicyOnce
+		if v[0] != 0 {
+			pinPolicy = pivclient.PINPolicyAlways
+		}
+	}
+	t, err := a.tokenFor(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := t.GenerateKey(ctx, slot, alg, pinPolicy, pivclient.TouchPolicyDefault, a.soKey); err != nil {
+		if errors.Is(err, middleware.ErrManagementKey) {
+			return 0, 0, RV(ckrUserNotLoggedIn)
+		}
+		return 0, 0, a.cardError(err)
+	}
+	a.objects = nil
+	return handleOf(slot, ckoPublicKey), handleOf(slot, ckoPrivateKey), nil
+}
+
+// hexKey decodes a security officer's PIN: the management key in hex.
+func hexKey(pin []byte) ([]byte, error) {
+	k, err := hex.DecodeString(string(pin))
+	if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+		return nil, errors.New("not a management key")
+	}
+	return k, nil
+}
+
+func sortUint64(s []uint64) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
