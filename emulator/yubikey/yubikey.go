@@ -167,6 +167,17 @@ func Read(dir string) (*Device, error) {
 	return d, nil
 }
 
+// Load builds an in-memory card from a state document, as a state directory holds it; changes
+// to it are not saved. Tests and fuzzers use it to start every run from the same card.
+func Load(doc *state.Card, touch piv.TouchFunc) (*Device, error) { return load(doc, touch, nil) }
+
+// Document returns the card's state as a state directory would hold it.
+func (d *Device) Document() *state.Card {
+	var doc *state.Card
+	d.Card.Exclusive(func() { doc = d.document(d.PIV.State()) })
+	return doc
+}
+
 func load(doc *state.Card, touch piv.TouchFunc, sd *state.Dir) (*Device, error) {
 	v, err := piv.ParseVersion(doc.Version)
 	if err != nil {
