@@ -420,6 +420,17 @@ func (t *Token) ContextLogin(ctx context.Context, slot byte, pin []byte) error {
 	return nil
 }
 
+// UseLoginPIN lets the PIN of the login just made serve the next operation with the PIN-always
+// key in slot, once: OpenSSH signs right after C_Login(CKU_USER) without a context login
+// (pin-caching.md §3.3). The card checked the PIN at that login, so it is not presented twice.
+func (t *Token) UseLoginPIN(slot byte, pin []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.event(EventApplicationPIN, slot, "the PIN of the login just before serves this first PIN-always operation (no context login)")
+	wipe(t.contextPIN[slot])
+	t.contextPIN[slot] = append([]byte(nil), pin...)
+}
+
 // Logout ends the application's login, forgets its cached PIN, and does to the card what the
 // policy does at disconnect.
 func (t *Token) Logout(ctx context.Context) error {

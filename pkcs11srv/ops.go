@@ -386,9 +386,7 @@ func (a *App) sign(ctx context.Context, op *operation, data []byte) ([]byte, err
 	if op.alwaysAuth && !op.authorized {
 		switch {
 		case pin != nil:
-			if err := t.ContextLogin(ctx, op.key.Slot, pin); err != nil {
-				return nil, a.cardError(err)
-			}
+			t.UseLoginPIN(op.key.Slot, pin)
 		case a.srv.cfg.Prompter == nil:
 			return nil, RV(ckrUserNotLoggedIn)
 		}
@@ -597,10 +595,7 @@ func (a *App) Decrypt(ctx context.Context, h uint64, ct []byte, capacity int) ([
 		a.loginPIN = nil
 		defer wipe(pin)
 		if op.alwaysAuth && !op.authorized && pin != nil {
-			if err := t.ContextLogin(ctx, op.key.Slot, pin); err != nil {
-				s.op = nil
-				return nil, 0, a.cardError(err)
-			}
+			t.UseLoginPIN(op.key.Slot, pin)
 		}
 		em, err := t.Decrypt(ctx, op.key.Slot, ct)
 		if err != nil {
