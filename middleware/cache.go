@@ -52,13 +52,35 @@ func (c *cachedPIN) wipe() {
 // single logon. The Tokens of every application in one session share it. It is safe for
 // concurrent use.
 type LogonSession struct {
-	mu   sync.Mutex
-	pins map[string]*cachedPIN // by token label
+	mu     sync.Mutex
+	pins   map[string]*cachedPIN // by token label
+	logins map[string]int        // logged-in applications, by token label
 }
 
 // NewLogonSession returns an empty logon session.
 func NewLogonSession() *LogonSession {
-	return &LogonSession{pins: map[string]*cachedPIN{}}
+	return &LogonSession{pins: map[string]*cachedPIN{}, logins: map[string]int{}}
+}
+
+func (s *LogonSession) enter(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logins[token]++
+}
+
+func (s *LogonSession) leave(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.logins[token] > 0 {
+		s.logins[token]--
+	}
+}
+
+// active returns how many applications of the session are logged in on the token.
+func (s *LogonSession) active(token string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logins[token]
 }
 
 // take returns a copy of the token's cached PIN and counts the use, or says why there is none

@@ -353,3 +353,29 @@ func TestSignersAndDecrypter(t *testing.T) {
 		t.Errorf("%d prompts, want 1", l.prompted("app"))
 	}
 }
+
+// The disconnect action of strict-2fa resets the card only when the last logged-in
+// application of the session goes: another application's end must not log this one out.
+func TestDisconnectLeavesOthersLoggedIn(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	a := l.open("a", "strict-2fa")
+	if err := a.Login(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	idle := l.open("idle", "strict-2fa") // never logs in
+	idle.Close(ctx)
+	b := l.open("b", "strict-2fa")
+	if err := b.Login(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	a.Close(ctx)
+	l.sign(b, pivclient.SlotAuthentication)
+	if l.prompted("b") != 1 || l.rec.Count("", EventCardReset) != 0 {
+		t.Errorf("b prompted %d times, %d card resets, want 1 and 0", l.prompted("b"), l.rec.Count("", EventCardReset))
+	}
+	b.Close(ctx)
+	if l.rec.Count("b", EventCardReset) != 1 {
+		t.Errorf("the last application did not reset the card")
+	}
+}

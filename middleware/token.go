@@ -86,6 +86,7 @@ type Token struct {
 	appPIN     *cachedPIN
 	loggedIn   bool
 	contextPIN map[byte][]byte // one-shot PINs for a PIN-always key (C_Login CKU_CONTEXT_SPECIFIC)
+	counted    bool            // the application is counted among the session's logged-in ones
 	closed     bool
 }
 
@@ -194,7 +195,7 @@ func (t *Token) removed() {
 	t.event(EventRemoved, 0, "")
 	t.conn.Close()
 	t.conn, t.c, t.keys = nil, nil, nil
-	t.loggedIn = t.loggedIn && t.opts.Policy.ReverifyOnReinsert && t.appPIN != nil
+	t.setLoggedIn(t.loggedIn && t.opts.Policy.ReverifyOnReinsert && t.appPIN != nil)
 	t.clearContextPINs()
 	if t.opts.Policy.ClearOnRemoval {
 		cleared := t.appPIN != nil
@@ -215,7 +216,7 @@ func (t *Token) reconnect(ctx context.Context) error {
 	}
 	t.event(EventInserted, 0, "")
 	if t.info.Serial != serial {
-		t.loggedIn = false
+		t.setLoggedIn(false)
 		t.appPIN.wipe()
 		t.appPIN = nil
 		return nil
@@ -229,7 +230,7 @@ func (t *Token) reconnect(ctx context.Context) error {
 		err := t.c.VerifyPIN(ctx, pin)
 		t.conn.End(apdu.LeaveCard)
 		if err != nil {
-			t.loggedIn = false
+			t.setLoggedIn(false)
 			t.event(EventVerifyFailed, 0, "re-verify after re-insertion")
 			return nil
 		}
@@ -237,6 +238,17 @@ func (t *Token) reconnect(ctx context.Context) error {
 		t.event(EventVerify, 0, "")
 	}
 	return nil
+}
+
+// setLoggedIn records the application's login, and counts the logged-in applications of the
+// logon session on this card: the disconnect action of the last one to go is the one that
+// matters to the card, and an application that never logged in does nothing to it.
+func (t *Token) setLoggedIn(v bool) {
+	if v && !t.counted {
+		t.opts.Session.enter(t.info.Label)
+		t.counted = true
+	}
+	t.loggedIn = v
 }
 
 // Info reads the card's identity and PIN counter.
@@ -354,7 +366,7 @@ func (t *Token) login(ctx context.Context, pin []byte) error {
 			return err
 		}
 		t.remember(pin)
-		t.loggedIn = true
+		t.setLoggedIn(true)
 		return nil
 	}
 	p := t.opts.Policy
@@ -375,7 +387,7 @@ func (t *Token) login(ctx context.Context, pin []byte) error {
 		if verified {
 			t.event(EventCardVerified, 0, "login: the card is still verified, nothing asked ("+p.Scope.String()+")")
 			t.opts.Session.touch(t.info.Label, t.opts.Clock.Now())
-			t.loggedIn = true
+			t.setLoggedIn(true)
 			return nil
 		}
 	}
@@ -390,7 +402,7 @@ func (t *Token) login(ctx context.Context, pin []byte) error {
 	if !cached {
 		t.remember(got)
 	}
-	t.loggedIn = true
+	t.setLoggedIn(true)
 	return nil
 }
 
@@ -440,14 +452,22 @@ func (t *Token) Logout(ctx context.Context) error {
 }
 
 func (t *Token) logout(ctx context.Context, why string) error {
-	t.loggedIn = false
+	t.setLoggedIn(false)
+	last := false
+	if t.counted {
+		t.opts.Session.leave(t.info.Label)
+		t.counted = false
+		last = t.opts.Session.active(t.info.Label) == 0
+	}
 	t.clearContextPINs()
 	if t.appPIN != nil {
 		t.appPIN.wipe()
 		t.appPIN = nil
 	}
 	t.event(EventLogout, 0, why)
-	if t.conn == nil {
+	if t.conn == nil || !last {
+		// Another application of the session is logged in on this card, or this one never
+		// was: resetting the card would log the others out behind their backs.
 		return nil
 	}
 	switch t.opts.Policy.AtDisconnect {
@@ -604,7 +624,7 @@ func (t *Token) operate(ctx context.Context, slot byte, kind EventKind, op func(
 				if !cached {
 					t.remember(pin)
 				}
-				t.loggedIn = true
+				t.setLoggedIn(true)
 			}
 		default:
 			if !t.loggedIn {

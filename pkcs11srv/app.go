@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
-	"time"
 
 	"tokenlab/apdu"
 	"tokenlab/middleware"
@@ -81,6 +80,8 @@ type App struct {
 	user        int    // ckuUser or ckuSO when logged in, -1 otherwise
 	soKey       []byte // the management key of a security officer's login
 	loginPIN    []byte // the PIN of C_Login(CKU_USER), good for one PIN-always operation (OpenSSH)
+	loginGen    uint32 // counts logouts: part of private object handles
+	eventCh     chan struct{} // closed when the watcher records a slot event
 	event       bool   // a slot event not yet reported by C_WaitForSlotEvent
 	watchStop   chan struct{}
 	finalized   chan struct{}
@@ -117,6 +118,7 @@ func (a *App) Initialize() error {
 	a.initialized = true
 	a.finalized = make(chan struct{})
 	a.watchStop = make(chan struct{})
+	a.eventCh = make(chan struct{})
 	// Subscribe before returning: a removal right after C_Initialize must not be missed.
 	go a.watch(a.watchStop, a.srv.cfg.Reader.Changed())
 	return nil
@@ -134,6 +136,8 @@ func (a *App) watch(stop chan struct{}, ch <-chan struct{}) {
 		ch = a.srv.cfg.Reader.Changed()
 		a.mu.Lock()
 		a.event = true
+		close(a.eventCh) // wake the application's C_WaitForSlotEvent, after the flag is set
+		a.eventCh = make(chan struct{})
 		if a.token != nil && (!a.srv.cfg.Reader.Present() || a.srv.cfg.Reader.Removals() != a.removals) {
 			a.dropToken(context.Background(), "card removed")
 		}
@@ -190,6 +194,10 @@ func (a *App) dropToken(ctx context.Context, why string) {
 }
 
 func (a *App) resetLogin() {
+	if a.user >= 0 {
+		a.loginGen++
+		a.objects = nil
+	}
 	a.user = -1
 	wipe(a.soKey)
 	wipe(a.loginPIN)
@@ -238,7 +246,7 @@ func (a *App) loadObjects(ctx context.Context) error {
 	if err != nil {
 		return a.cardError(err)
 	}
-	a.objects = objectsFor(keys, a.srv.cfg.Policy)
+	a.objects = objectsFor(keys, a.srv.cfg.Policy, a.loginGen)
 	return nil
 }
 
@@ -763,12 +771,10 @@ func (a *App) WaitForSlotEvent(ctx context.Context, flags uint64) (uint64, error
 			a.mu.Unlock()
 			return 0, RV(ckrNoEvent)
 		}
-		changed, finalized := a.srv.cfg.Reader.Changed(), a.finalized
+		changed, finalized := a.eventCh, a.finalized
 		a.mu.Unlock()
 		select {
 		case <-changed:
-			// Let the watcher record the event first.
-			time.Sleep(time.Millisecond)
 		case <-finalized:
 			return 0, RV(ckrCryptokiNotInitialized)
 		case <-ctx.Done():

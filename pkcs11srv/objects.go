@@ -85,8 +85,14 @@ func handleOf(slot byte, class uint64) uint64 {
 	return base | 3
 }
 
-// objectsFor builds the objects of the token's keys under policy p.
-func objectsFor(keys []middleware.Key, p middleware.Policy) []*object {
+// privateHandle returns the handle of a private object in login generation gen: a handle
+// obtained before C_Logout stays invalid after the next login (PKCS #11 §5.6, C_Logout).
+func privateHandle(slot byte, gen uint32) uint64 {
+	return handleOf(slot, ckoPrivateKey) | uint64(gen)<<12
+}
+
+// objectsFor builds the objects of the token's keys under policy p, in login generation gen.
+func objectsFor(keys []middleware.Key, p middleware.Policy, gen uint32) []*object {
 	var out []*object
 	for _, k := range keys {
 		pub := publicAttrs(k)
@@ -107,7 +113,11 @@ func objectsFor(keys []middleware.Key, p middleware.Policy) []*object {
 		// The private key. A PIN-never key (9E) is usable without login, so OpenSC shows it
 		// without one too.
 		private := k.PINPolicy != pivclient.PINPolicyNever
-		priv := &object{handle: handleOf(k.Slot, ckoPrivateKey), class: ckoPrivateKey, private: private, key: k,
+		h := handleOf(k.Slot, ckoPrivateKey)
+		if private {
+			h = privateHandle(k.Slot, gen)
+		}
+		priv := &object{handle: h, class: ckoPrivateKey, private: private, key: k,
 			attrs: common(ckoPrivateKey, keyLabel(k.Slot)+" key"), sensitive: map[uint32]bool{}}
 		for t, v := range pub {
 			switch t {

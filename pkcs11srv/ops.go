@@ -253,7 +253,7 @@ func (a *App) privateHandle(h uint64) bool {
 			return o.private
 		}
 	}
-	return h&0xF == 1
+	return h&0xF == 1 // handleOf gives private keys the class nibble 1, whatever the generation
 }
 
 // SignInit is C_SignInit.
@@ -811,7 +811,15 @@ func (a *App) GenerateKeyPair(ctx context.Context, h uint64, mech Mechanism, pub
 		return 0, 0, a.cardError(err)
 	}
 	a.objects = nil
-	return handleOf(slot, ckoPublicKey), handleOf(slot, ckoPrivateKey), nil
+	if err := a.loadObjects(ctx); err != nil {
+		return 0, 0, err
+	}
+	for _, o := range a.objects {
+		if o.key.Slot == slot && o.class == ckoPrivateKey {
+			priv = o.handle
+		}
+	}
+	return handleOf(slot, ckoPublicKey), priv, nil
 }
 
 // hexKey decodes a security officer's PIN: the management key in hex.
