@@ -77,12 +77,12 @@ type App struct {
 	objects     []*object
 	sessions    map[uint64]*session
 	nextHandle  uint64
-	user        int    // ckuUser or ckuSO when logged in, -1 otherwise
-	soKey       []byte // the management key of a security officer's login
-	loginPIN    []byte // the PIN of C_Login(CKU_USER), good for one PIN-always operation (OpenSSH)
-	loginGen    uint32 // counts logouts: part of private object handles
+	user        int           // ckuUser or ckuSO when logged in, -1 otherwise
+	soKey       []byte        // the management key of a security officer's login
+	loginPIN    []byte        // the PIN of C_Login(CKU_USER), good for one PIN-always operation (OpenSSH)
+	loginGen    uint32        // counts logouts: part of private object handles
 	eventCh     chan struct{} // closed when the watcher records a slot event
-	event       bool   // a slot event not yet reported by C_WaitForSlotEvent
+	event       bool          // a slot event not yet reported by C_WaitForSlotEvent
 	watchStop   chan struct{}
 	finalized   chan struct{}
 }
