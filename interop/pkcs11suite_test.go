@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/asn1"
@@ -83,6 +85,10 @@ var suiteRules = []struct{ check, want, rule string }{
 	{"C_SignInit(CKM_ECDSA, P-256 key)", "CKR_OK", "C_SignInit"},
 	{"C_Login(CONTEXT_SPECIFIC) during a P-256 signature", "CKR_OPERATION_NOT_INITIALIZED", "C_Login: no CKA_ALWAYS_AUTHENTICATE, operation unaffected (pin-caching §3.2, §3.3)"},
 	{"C_Sign with the P-256 key after the refused context login", "64-byte r||s, verifies", "CKM_ECDSA signature r||s (pin-caching §3.5)"},
+	{"C_DeriveKey(CKM_ECDH1_DERIVE, CKD_NULL, P-256 key): CKA_VALUE", "Z, the x-coordinate of the shared point",
+		"CKM_ECDH1_DERIVE with CKD_NULL: the key value is Z (current mechanisms §2.3.13; SP 800-56A)"},
+	{"C_DeriveKey with CKA_VALUE_LEN 16: CKA_VALUE", "the last 16 bytes of Z",
+		"latitude: the specification does not say which end a shorter key takes; SoftHSM2 and tokenlab keep the trailing bytes"},
 	{"second application: C_Initialize", "CKR_OK", "C_Initialize"},
 	{"second application: state of its session", "CKS_RO_PUBLIC_SESSION", "UG applications: login is per application (pin-caching §3.1)"},
 	{"second application: private keys seen", "0", "UG applications: login is per application (pin-caching §3.1)"},
@@ -135,6 +141,9 @@ var suiteDifferences = []struct{ target, check, got, reason string }{
 		"p11-kit 0.24.1's client refuses mechanisms outside its allow-list locally, ECDSA_SHA256 among them; nothing reaches the server (p11kit-rpc.md §2.4, P1)"},
 	{targetTokenlab, "C_Sign with the P-384 key right after C_Login, no context login", "96-byte r||s, verifies",
 		"deliberate: the PIN of C_Login(CKU_USER) counts for the first PIN-always signature after it, because OpenSSH 9.2 skips the context login then (pin-caching §3.3)"},
+	{targetTokenlab, "C_DeriveKey(CKM_ECDH1_DERIVE, CKD_NULL, P-256 key): CKA_VALUE", "CKR_MECHANISM_INVALID",
+		"p11-kit 0.24.1's client has no serializer for CK_ECDH1_DERIVE_PARAMS and refuses the mechanism locally (p11kit-rpc.md §2.4, P1); the server's C_DeriveKey is tested with 0.25+ encodings in pkcs11srv"},
+	{targetTokenlab, "C_DeriveKey with CKA_VALUE_LEN 16: CKA_VALUE", "CKR_MECHANISM_INVALID", "as above"},
 
 	// SoftHSM2 2.6.1 loaded into the test process
 	{targetSoftHSM, "second application: C_Initialize", "CKR_CRYPTOKI_ALREADY_INITIALIZED",
@@ -152,6 +161,9 @@ var suiteDifferences = []struct{ target, check, got, reason string }{
 	// SoftHSM2 behind p11-kit server: SoftHSM's own deviations, and p11-kit-client's allow-list.
 	{targetSoftHSMServer, "C_SignInit(CKM_ECDSA_SHA256, P-256 key)", "CKR_MECHANISM_INVALID",
 		"p11-kit 0.24.1's client allow-list (p11kit-rpc.md §2.4), and SoftHSM 2.6.1 has no CKM_ECDSA_SHA256 either"},
+	{targetSoftHSMServer, "C_DeriveKey(CKM_ECDH1_DERIVE, CKD_NULL, P-256 key): CKA_VALUE", "CKR_MECHANISM_INVALID",
+		"p11-kit 0.24.1's client refuses CKM_ECDH1_DERIVE locally (p11kit-rpc.md §2.4, P1)"},
+	{targetSoftHSMServer, "C_DeriveKey with CKA_VALUE_LEN 16: CKA_VALUE", "CKR_MECHANISM_INVALID", "as above"},
 	{targetSoftHSMServer, "C_Logout when not logged in", "CKR_OK", "SoftHSMv2#472, passed through by p11-kit-remote"},
 	{targetSoftHSMServer, "C_SignInit(P-256); C_Logout; C_Sign", "64-byte r||s, verifies", "SoftHSMv2#900, passed through by p11-kit-remote"},
 	{targetSoftHSMServer, "C_Login(USER, wrong PIN) three times: results and PIN flags", "CKR_PIN_INCORRECT COUNT_LOW, CKR_PIN_INCORRECT COUNT_LOW, CKR_PIN_INCORRECT COUNT_LOW",
@@ -351,6 +363,37 @@ func runPKCS11Suite(t *testing.T, tok *suiteToken) *suiteResults {
 	res.rv("C_SignInit(CKM_ECDSA, P-256 key)", p.SignInit(s1, ecdsaMech, k256))
 	res.rv("C_Login(CONTEXT_SPECIFIC) during a P-256 signature", p.Login(s1, pkcs11.CKU_CONTEXT_SPECIFIC, suitePIN))
 	res.set("C_Sign with the P-256 key after the refused context login", sign(s1, pub256, d256[:]))
+
+	// ECDH with the P-256 key, the value read back (a session object, not sensitive).
+	peer, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	derive := func(length int) string {
+		tmpl := []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+		}
+		if length > 0 {
+			tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, length))
+		}
+		mech := pkcs11.NewMechanism(pkcs11.CKM_ECDH1_DERIVE, pkcs11.NewECDH1DeriveParams(pkcs11.CKD_NULL, nil, peer.PublicKey().Bytes()))
+		k, err := p.DeriveKey(s1, []*pkcs11.Mechanism{mech}, k256, tmpl)
+		if err != nil {
+			return rvName(err)
+		}
+		defer p.DestroyObject(s1, k)
+		attrs, err := p.GetAttributeValue(s1, k, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
+		if err != nil {
+			return "CKA_VALUE: " + rvName(err)
+		}
+		return suiteSecret(pub256, peer, attrs[0].Value)
+	}
+	res.set("C_DeriveKey(CKM_ECDH1_DERIVE, CKD_NULL, P-256 key): CKA_VALUE", derive(0))
+	res.set("C_DeriveKey with CKA_VALUE_LEN 16: CKA_VALUE", derive(16))
 
 	// Another application comes and goes while this one is logged in.
 	suiteSecondApplication(t, tok, res)
@@ -579,6 +622,27 @@ func suitePublicKey(t *testing.T, p *pkcs11.Ctx, s pkcs11.SessionHandle, id []by
 }
 
 // suiteVerify describes a signature: its length and whether it verifies as r||s.
+// suiteSecret says what a derived value is, next to Z as the peer computes it.
+func suiteSecret(card *ecdsa.PublicKey, peer *ecdh.PrivateKey, v []byte) string {
+	pub, err := card.ECDH()
+	if err != nil {
+		return err.Error()
+	}
+	z, err := peer.ECDH(pub)
+	if err != nil {
+		return err.Error()
+	}
+	switch {
+	case bytes.Equal(v, z):
+		return "Z, the x-coordinate of the shared point"
+	case len(v) < len(z) && bytes.Equal(v, z[len(z)-len(v):]):
+		return fmt.Sprintf("the last %d bytes of Z", len(v))
+	case len(v) < len(z) && bytes.Equal(v, z[:len(v)]):
+		return fmt.Sprintf("the first %d bytes of Z", len(v))
+	}
+	return fmt.Sprintf("%x, not Z (%x)", v, z)
+}
+
 func suiteVerify(pub *ecdsa.PublicKey, digest, sig []byte) string {
 	n := (pub.Curve.Params().BitSize + 7) / 8
 	ok := len(sig) == 2*n && ecdsa.Verify(pub, digest, new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:]))
@@ -834,6 +898,7 @@ func suiteGenerateKeys(t *testing.T, tok *suiteToken) {
 			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
 			pkcs11.NewAttribute(pkcs11.CKA_ID, k.id),
 			pkcs11.NewAttribute(pkcs11.CKA_LABEL, k.label),
 			pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_AUTHENTICATE, k.always),

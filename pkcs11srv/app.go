@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 
@@ -74,7 +75,9 @@ type App struct {
 	initialized bool
 	token       *middleware.Token // opened at the first session, nil after a removal
 	removals    uint64            // the reader's removal count when token was opened
-	objects     []*object
+	objects     []*object         // the card's
+	sessionObjs []*object         // derived keys, until their session closes
+	nextObject  uint64            // counts session objects, for their handles
 	sessions    map[uint64]*session
 	nextHandle  uint64
 	user        int           // ckuUser or ckuSO when logged in, -1 otherwise
@@ -180,6 +183,7 @@ func (a *App) closeToken(ctx context.Context, why string) {
 	}
 	a.resetLogin()
 	a.token, a.objects = nil, nil
+	a.dropSessionObjects(func(*object) bool { return true })
 	clear(a.sessions)
 }
 
@@ -190,6 +194,7 @@ func (a *App) dropToken(ctx context.Context, why string) {
 	}
 	a.resetLogin()
 	a.token, a.objects = nil, nil
+	a.dropSessionObjects(func(*object) bool { return true })
 	clear(a.sessions)
 }
 
@@ -197,6 +202,8 @@ func (a *App) resetLogin() {
 	if a.user >= 0 {
 		a.loginGen++
 		a.objects = nil
+		// Handles of private objects die with the login (C_Logout), session objects' too.
+		a.dropSessionObjects(func(o *object) bool { return o.private })
 	}
 	a.user = -1
 	wipe(a.soKey)
@@ -445,6 +452,7 @@ func (a *App) CloseSession(ctx context.Context, h uint64) error {
 		return err
 	}
 	delete(a.sessions, h)
+	a.dropSessionObjects(func(o *object) bool { return o.session == h })
 	if len(a.sessions) == 0 {
 		a.lastSessionClosed(ctx)
 	}
@@ -459,6 +467,7 @@ func (a *App) CloseAllSessions(ctx context.Context, slot uint64) error {
 		return err
 	}
 	clear(a.sessions)
+	a.dropSessionObjects(func(*object) bool { return true })
 	a.lastSessionClosed(ctx)
 	return nil
 }
@@ -622,7 +631,7 @@ func (a *App) visible(ctx context.Context) ([]*object, error) {
 		return nil, err
 	}
 	var out []*object
-	for _, o := range a.objects {
+	for _, o := range slices.Concat(a.objects, a.sessionObjs) {
 		if !o.private || a.user == ckuUser {
 			out = append(out, o)
 		}

@@ -12,9 +12,11 @@ const (
 	ckrFunctionFailed              = 0x006
 	ckrArgumentsBad                = 0x007
 	ckrNoEvent                     = 0x008
+	ckrAttributeReadOnly           = 0x010
 	ckrAttributeSensitive          = 0x011
 	ckrAttributeTypeInvalid        = 0x012
 	ckrAttributeValueInvalid       = 0x013
+	ckrActionProhibited            = 0x01B
 	ckrDataInvalid                 = 0x020
 	ckrDataLenRange                = 0x021
 	ckrDeviceError                 = 0x030
@@ -153,11 +155,14 @@ const (
 	ckoCertificate = 1
 	ckoPublicKey   = 2
 	ckoPrivateKey  = 3
+	ckoSecretKey   = 4
 
 	ckkRSA              = 0x00
 	ckkEC               = 0x03
 	ckkECEdwards        = 0x40
 	ckkECMontgomery     = 0x41
+	ckkGenericSecret    = 0x10
+	ckkAES              = 0x1F
 	ckcX509             = 0
 	ckCertCategoryToken = 1 // CK_CERTIFICATE_CATEGORY_TOKEN_USER
 )
@@ -201,6 +206,7 @@ const (
 	ckaExponent2           = 0x127
 	ckaCoefficient         = 0x128
 	ckaPublicKeyInfo       = 0x129
+	ckaValueLen            = 0x161
 	ckaExtractable         = 0x162
 	ckaLocal               = 0x163
 	ckaNeverExtractable    = 0x164

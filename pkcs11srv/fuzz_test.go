@@ -3,7 +3,9 @@ package pkcs11srv
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/x509"
 	"net"
 	"sync"
@@ -69,6 +71,10 @@ func FuzzApplications(f *testing.F) {
 		f.Fatal(err)
 	}
 	keys := secrets(doc)
+	peer, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, script []byte) {
 		d, err := yubikey.Load(doc, nil)
 		if err != nil {
@@ -78,6 +84,7 @@ func FuzzApplications(f *testing.F) {
 		ctx := context.Background()
 		apps := []*App{srv.NewApp("a"), srv.NewApp("b")}
 		sessions := [2][]uint64{}
+		derived := [2]map[uint64]bool{{}, {}} // secret keys each application derived
 		for _, a := range apps {
 			a.Initialize()
 			defer a.Close(ctx)
@@ -112,7 +119,7 @@ func FuzzApplications(f *testing.F) {
 				defer a.mu.Unlock()
 				return a.user == ckuUser
 			}
-			switch op & 0x7F % 17 {
+			switch op & 0x7F % 19 {
 			case 0:
 				if h, err := a.OpenSession(ctx, slotID, ckfSerialSession|uint64(next()&1)*ckfRWSession); err == nil {
 					sessions[i] = append(sessions[i], h)
@@ -129,13 +136,16 @@ func FuzzApplications(f *testing.F) {
 				a.Logout(ctx, sess())
 			case 6:
 				h := sess()
-				class := uint64(next() % 4)
+				class := uint64(next() % 5)
 				if a.FindObjectsInit(ctx, h, []Attribute{{Type: ckaClass, Value: ulong(class)}}) == nil {
 					objs, _ := a.FindObjects(h, 100)
 					a.FindObjectsFinal(h)
 					for _, o := range objs {
 						if class == ckoPrivateKey && o != handleOf(0x9E, ckoPrivateKey) && !loggedIn() {
 							t.Fatalf("application %d found private key %#x without logging in", i, o)
+						}
+						if class == ckoSecretKey && !derived[i][o] {
+							t.Fatalf("application %d found secret key %#x it did not derive", i, o)
 						}
 					}
 				}
@@ -183,6 +193,34 @@ func FuzzApplications(f *testing.F) {
 					[]Attribute{{Type: ckaECParams, Value: oidP256}, {Type: ckaID, Value: []byte{next()%24 + 1}}}, nil)
 			case 16:
 				a.GetSessionInfo(sess())
+			case 17:
+				h, key := sess(), uint64(next())
+				tmpl := []Attribute{{Type: ckaValueLen, Value: ulong(uint64(next() % 40))}}
+				if next()&1 == 1 {
+					tmpl = append(tmpl, Attribute{Type: ckaSensitive, Value: boolean(true)})
+				}
+				k, err := a.DeriveKey(ctx, h, Mechanism{Type: ckmECDH1Derive,
+					ECDH: &ECDH1Params{KDF: ckdNull, PublicData: peer.PublicKey().Bytes()}}, key, tmpl)
+				if err == nil {
+					if key != handleOf(0x9E, ckoPrivateKey) && !loggedIn() {
+						t.Fatalf("application %d derived with %#x without logging in", i, key)
+					}
+					derived[i][k] = true
+				}
+			case 18:
+				h, obj := sess(), uint64(next())
+				if len(derived[i]) > 0 && next()&1 == 1 {
+					for k := range derived[i] {
+						obj = k
+						break
+					}
+				}
+				if a.DestroyObject(ctx, h, obj) == nil {
+					if !derived[i][obj] {
+						t.Fatalf("application %d destroyed %#x, not a key it derived", i, obj)
+					}
+					delete(derived[i], obj)
+				}
 			}
 		}
 	})

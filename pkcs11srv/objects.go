@@ -1,7 +1,6 @@
 package pkcs11srv
 
 import (
-	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -17,13 +16,14 @@ import (
 	"tokenlab/middleware/pivclient"
 )
 
-// object is a PKCS#11 object: a key slot's private key, public key or certificate. Attribute
-// values are in the form a C caller's memory holds them: CK_ULONG as 8 little-endian bytes,
-// CK_BBOOL as one byte.
+// object is a PKCS#11 object: a key slot's private key, public key or certificate, or a
+// session object (a derived secret key). Attribute values are in the form a C caller's memory
+// holds them: CK_ULONG as 8 little-endian bytes, CK_BBOOL as one byte.
 type object struct {
 	handle  uint64
 	class   uint64
-	private bool // visible to a logged-in application only
+	private bool   // visible to a logged-in application only
+	session uint64 // the session that owns a session object; 0 for the card's objects
 	key     middleware.Key
 	attrs   map[uint32][]byte
 	// sensitive attributes exist but are never revealed (CKR_ATTRIBUTE_SENSITIVE).
@@ -282,5 +282,3 @@ func (o *object) matches(template []Attribute) bool {
 	}
 	return true
 }
-
-var _ crypto.PublicKey = nil

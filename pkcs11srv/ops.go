@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"hash"
 	"math/big"
+	"slices"
 
 	"tokenlab/internal/rsapad"
 	"tokenlab/middleware"
@@ -30,8 +31,16 @@ type Mechanism struct {
 	PSS *PSSParams
 	// OAEP parameters of CKM_RSA_PKCS_OAEP.
 	OAEP *OAEPParams
-	// Param is the raw parameter of other mechanisms (ECDH1 derive: its public data).
+	// ECDH parameters of CKM_ECDH1_DERIVE.
+	ECDH *ECDH1Params
+	// Param is the raw parameter of other mechanisms.
 	Param []byte
+}
+
+// ECDH1Params is CK_ECDH1_DERIVE_PARAMS.
+type ECDH1Params struct {
+	KDF                    uint64
+	SharedData, PublicData []byte
 }
 
 // PSSParams is CK_RSA_PKCS_PSS_PARAMS.
@@ -66,7 +75,7 @@ var mechanisms = map[uint64]MechanismInfo{
 	ckmECDSASHA256:         {256, 384, ckfHW | ckfSign | ckfVerify | ckfECFP | ckfECNamedCurve | ckfECUncompress},
 	ckmECDSASHA384:         {256, 384, ckfHW | ckfSign | ckfVerify | ckfECFP | ckfECNamedCurve | ckfECUncompress},
 	ckmECDSASHA512:         {256, 384, ckfHW | ckfSign | ckfVerify | ckfECFP | ckfECNamedCurve | ckfECUncompress},
-	ckmECDH1Derive:         {256, 384, ckfHW | ckfDerive | ckfECFP | ckfECNamedCurve | ckfECUncompress},
+	ckmECDH1Derive:         {255, 384, ckfHW | ckfDerive | ckfECFP | ckfECNamedCurve | ckfECUncompress},
 	ckmECEdwardsKeyPairGen: {255, 255, ckfHW | ckfGenerateKeyPair},
 	ckmEDDSA:               {255, 255, ckfHW | ckfSign | ckfVerify},
 	ckmSHA1:                {0, 0, ckfDigest},
@@ -86,7 +95,7 @@ func (a *App) GetMechanismList(slot uint64) ([]uint64, error) {
 	for m := range mechanisms {
 		out = append(out, m)
 	}
-	sortUint64(out)
+	slices.Sort(out)
 	return out, nil
 }
 
@@ -829,12 +838,4 @@ func hexKey(pin []byte) ([]byte, error) {
 		return nil, errors.New("not a management key")
 	}
 	return k, nil
-}
-
-func sortUint64(s []uint64) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }

@@ -207,7 +207,7 @@ func mechanism(m p11rpc.Mechanism) Mechanism {
 	case p11rpc.OAEPParams:
 		out.OAEP = &OAEPParams{Hash: p.HashAlg, MGF: p.MGF, Source: p.Source, Label: p.SourceData}
 	case p11rpc.ECDH1DeriveParams:
-		out.Param = p.PublicData
+		out.ECDH = &ECDH1Params{KDF: p.KDF, SharedData: p.SharedData, PublicData: p.PublicData}
 	case p11rpc.RawParam:
 		out.Param = p
 	}
@@ -587,6 +587,27 @@ var handlers = map[p11rpc.Call]handler{
 		resp.Ulong(pub)
 		resp.Ulong(priv)
 		return nil
+	},
+	p11rpc.CallDeriveKey: func(ctx context.Context, app *App, req *p11rpc.Request, resp *p11rpc.Response) error {
+		var h, base uint64
+		var m Mechanism
+		var tmpl []Attribute
+		if err := args(req, &h, &m, &base, &tmpl); err != nil {
+			return err
+		}
+		key, err := app.DeriveKey(ctx, h, m, base, tmpl)
+		if err != nil {
+			return err
+		}
+		resp.Ulong(key)
+		return nil
+	},
+	p11rpc.CallDestroyObject: func(ctx context.Context, app *App, req *p11rpc.Request, resp *p11rpc.Response) error {
+		var h, obj uint64
+		if err := args(req, &h, &obj); err != nil {
+			return err
+		}
+		return app.DestroyObject(ctx, h, obj)
 	},
 	p11rpc.CallSeedRandom: func(ctx context.Context, app *App, req *p11rpc.Request, resp *p11rpc.Response) error {
 		var h uint64
