@@ -1,6 +1,7 @@
 package pkcs11srv
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -21,9 +22,9 @@ type (
 // handshake is the string C_Initialize carries (rpc-message.h).
 const handshake = "PRIVATE-GNOME-KEYRING-PKCS11-PROTOCOL-V-1"
 
-// maxInFlight bounds the requests of one connection served at once: a client may have several
-// outstanding (a thread blocked in C_WaitForSlotEvent, others working), never many.
-const maxInFlight = 8
+// maxWaiting bounds the C_WaitForSlotEvent calls of one connection waiting at once: a client
+// may have a thread or two blocked in it while others work, never many.
+const maxWaiting = 4
 
 // Serve accepts p11-kit RPC connections on ln until ctx ends; each connection is one
 // application. Peers of another user are refused; a connection that sends something malformed
@@ -82,12 +83,18 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser, name stri
 		defer wmu.Unlock()
 		return p11rpc.WriteFrame(rw, p11rpc.Frame{Code: code, Body: body})
 	}
-	sem := make(chan struct{}, maxInFlight)
+	// Calls are served one after another on this goroutine, in the order they came: an App
+	// serializes them on its lock anyway, and a goroutine per call doubled the server's CPU
+	// per signature (wakeups and scheduling, not work). Only C_WaitForSlotEvent, which may
+	// block for as long as the card stays put, is served on a goroutine of its own, so a
+	// thread waiting for an event never holds up the other threads of its application.
+	sem := make(chan struct{}, maxWaiting)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	failed := make(chan error, 1)
+	br := bufio.NewReader(rw) // a request is usually one read, not two
 	for {
-		f, err := p11rpc.ReadFrame(rw, 0)
+		f, err := p11rpc.ReadFrame(br, 0)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -99,9 +106,23 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser, name stri
 			return fmt.Errorf("frame %#x: %w", f.Code, err) // §1.3: the reference server hangs up too
 		}
 		select {
-		case sem <- struct{}{}:
 		case err := <-failed:
 			return err
+		default:
+		}
+		if req.Call != p11rpc.CallWaitForSlotEvent {
+			if err := reply(f.Code, s.dispatch(ctx, app, req, proto)); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			if err := reply(f.Code, p11rpc.ErrorBody(ckrFunctionFailed)); err != nil {
+				return err
+			}
+			continue
 		}
 		wg.Add(1)
 		go func() {
@@ -116,11 +137,6 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser, name stri
 				cancel()
 			}
 		}()
-		select {
-		case err := <-failed:
-			return err
-		default:
-		}
 	}
 }
 
