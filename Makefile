@@ -8,7 +8,8 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # package of every missing program).
 PEERS := pcscd vsmartcard-vpcd libpcsclite-dev pkgconf opensc opensc-pkcs11 \
          yubico-piv-tool ykcs11 yubikey-manager pinentry-tty \
-         p11-kit p11-kit-modules softhsm2 gnutls-bin libnss3-tools openssh-client openssh-server
+         p11-kit p11-kit-modules softhsm2 gnutls-bin libnss3-tools openssh-client openssh-server \
+         gcc libc6-dev libp11-kit-dev
 
 .PHONY: all build test unit interop peers demo bench fuzz vet clean
 
@@ -50,10 +51,14 @@ demo: build
 	$(BIN) demo
 
 # Signing hot path, layer by layer; compare runs with benchstat.
-bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=10 ./bench/ | tee bench.out
-	@command -v benchstat >/dev/null && benchstat -row /curve -col .name bench.out || \
-		echo "compare layers with: go run golang.org/x/perf/cmd/benchstat@latest -row /curve -col .name bench.out"
+bench: peers
+	$(GO) test -run='^$$' -bench=. -benchmem -count=10 -timeout 60m ./bench/ | tee bench.out
+	@if command -v benchstat >/dev/null; then \
+		benchstat -filter '.name:/^(Sign|CardSign)$$/' -row /curve -col .name bench.out; \
+		benchstat -filter '.name:/PKCS11(Sign|Cycle|SessionInfo)/' -row .name \
+			-col '/via@(softhsm softhsm-p11kit tokenlab-p11kit tokenlab-gorpc tokenlab-inproc tokenlab-app)' bench.out; \
+		benchstat -filter .name:PKCS11Apps -row /via -col /apps bench.out; \
+	else echo "compare with benchstat (go install golang.org/x/perf/cmd/benchstat@latest): see bench/doc.go"; fi
 
 # A short campaign on each fuzz target (FUZZTIME per target).
 FUZZTIME ?= 30s
