@@ -29,14 +29,8 @@ const sessionHandleBase = 1 << 48
 func (a *App) DeriveKey(ctx context.Context, h uint64, mech Mechanism, base uint64, tmpl []Attribute) (uint64, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s, err := a.session(h)
-	if err != nil {
+	if _, err := a.session(h); err != nil {
 		return 0, err
-	}
-	if s.op != nil && s.op.kind != opDigest {
-		// Not forbidden by PKCS #11, but a context-specific login belongs to the active
-		// operation; the derivation must not consume it.
-		return 0, RV(ckrOperationActive)
 	}
 	if mech.Type != ckmECDH1Derive {
 		return 0, RV(ckrMechanismInvalid)
@@ -74,11 +68,8 @@ func (a *App) DeriveKey(ctx context.Context, h uint64, mech Mechanism, base uint
 	if err != nil {
 		return 0, err
 	}
-	pin := a.loginPIN
-	a.loginPIN = nil
-	defer wipe(pin)
-	if o.key.AlwaysAuthenticate(a.srv.cfg.Policy) && pin != nil {
-		t.UseLoginPIN(o.key.Slot, pin)
+	if err := a.authorize(t, o.key, o.key.AlwaysAuthenticate(a.srv.cfg.Policy)); err != nil {
+		return 0, err
 	}
 	z, err := t.ECDH(ctx, o.key.Slot, peer)
 	if err != nil {

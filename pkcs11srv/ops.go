@@ -380,25 +380,34 @@ func (a *App) activeOp(h uint64, kind int) (*session, *operation, error) {
 	return s, s.op, nil
 }
 
+// authorize prepares a private-key operation. A PIN-always key without a context login
+// (needPIN) takes the PIN of a C_Login(CKU_USER) just before, since OpenSSH signs right after
+// logging in without one, or else the middleware's own prompt when it has one; with neither,
+// the operation answers CKR_USER_NOT_LOGGED_IN. Any private-key operation uses that PIN up.
+func (a *App) authorize(t *middleware.Token, k middleware.Key, needPIN bool) error {
+	pin := a.loginPIN
+	a.loginPIN = nil
+	defer wipe(pin) // the token keeps its own copy
+	if !needPIN {
+		return nil
+	}
+	switch {
+	case pin != nil:
+		t.UseLoginPIN(k.Slot, pin)
+	case a.srv.cfg.Prompter == nil:
+		return RV(ckrUserNotLoggedIn)
+	}
+	return nil
+}
+
 // sign produces the signature of data under the operation's mechanism through the middleware.
 func (a *App) sign(ctx context.Context, op *operation, data []byte) ([]byte, error) {
 	t, err := a.tokenFor(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// A PIN-always key: the context-specific login's PIN, or the PIN of a C_Login(CKU_USER)
-	// just before (OpenSSH signs right after logging in, without a context login), or the
-	// middleware's own prompt when it has one.
-	pin := a.loginPIN
-	a.loginPIN = nil
-	defer wipe(pin)
-	if op.alwaysAuth && !op.authorized {
-		switch {
-		case pin != nil:
-			t.UseLoginPIN(op.key.Slot, pin)
-		case a.srv.cfg.Prompter == nil:
-			return nil, RV(ckrUserNotLoggedIn)
-		}
+	if err := a.authorize(t, op.key, op.alwaysAuth && !op.authorized); err != nil {
+		return nil, err
 	}
 	input := data
 	if op.h != nil {
@@ -600,11 +609,9 @@ func (a *App) Decrypt(ctx context.Context, h uint64, ct []byte, capacity int) ([
 			s.op = nil
 			return nil, 0, err
 		}
-		pin := a.loginPIN
-		a.loginPIN = nil
-		defer wipe(pin)
-		if op.alwaysAuth && !op.authorized && pin != nil {
-			t.UseLoginPIN(op.key.Slot, pin)
+		if err := a.authorize(t, op.key, op.alwaysAuth && !op.authorized); err != nil {
+			s.op = nil
+			return nil, 0, err
 		}
 		em, err := t.Decrypt(ctx, op.key.Slot, ct)
 		if err != nil {
