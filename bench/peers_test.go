@@ -672,13 +672,8 @@ func (a *app) generateKey() (*ecdsa.PublicKey, error) {
 // header, options and body with three write()s, it writes each request with one.
 type rpcClient struct {
 	conn net.Conn
-	code uint32
+	c    *p11rpc.Client
 }
-
-// rpcOptions is what p11-kit clients send as frame options.
-var rpcOptions = []byte("client")
-
-const rpcHandshake = "PRIVATE-GNOME-KEYRING-PKCS11-PROTOCOL-V-1"
 
 // dialRPC connects to a p11-kit RPC server and calls C_Initialize.
 func dialRPC(socket string) (*rpcClient, error) {
@@ -686,44 +681,17 @@ func dialRPC(socket string) (*rpcClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := p11rpc.ClientHandshake(conn, p11rpc.Protocol0); err != nil {
+	c, err := p11rpc.NewClient(conn, p11rpc.Protocol0)
+	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	c := &rpcClient{conn: conn, code: 0x0F}
-	if _, err := c.call(p11rpc.CallInitialize, func(w *p11rpc.RequestWriter) {
-		w.ByteArray([]byte(rpcHandshake))
-		w.Byte(0)
-		w.ByteArray([]byte{0})
-	}); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return c, nil
+	return &rpcClient{conn: conn, c: c}, nil
 }
 
 // call sends one request and reads its reply; an ERROR reply is an error.
 func (c *rpcClient) call(call p11rpc.Call, args func(*p11rpc.RequestWriter)) (*p11rpc.ResponseReader, error) {
-	w := p11rpc.NewRequest(call, p11rpc.Protocol0)
-	if args != nil {
-		args(w)
-	}
-	body, err := w.Bytes()
-	if err != nil {
-		return nil, err
-	}
-	c.code++
-	if err := p11rpc.WriteFrame(c.conn, p11rpc.Frame{Code: c.code, Options: rpcOptions, Body: body}); err != nil {
-		return nil, err
-	}
-	f, err := p11rpc.ReadFrame(c.conn, 0)
-	if err != nil {
-		return nil, err
-	}
-	if f.Code != c.code {
-		return nil, fmt.Errorf("%s: reply %#x to request %#x", call, f.Code, c.code)
-	}
-	return p11rpc.ParseResponse(f.Body, call, p11rpc.Protocol0)
+	return c.c.Call(call, args)
 }
 
 // session calls a function of one session handle with no other argument and no result.

@@ -238,7 +238,7 @@ func FuzzConnection(f *testing.F) {
 		return out
 	}
 	init := hello(p11rpc.CallInitialize, func(w *p11rpc.RequestWriter) {
-		w.ByteArray([]byte(handshake))
+		w.ByteArray([]byte(p11rpc.InitializeMagic))
 		w.Byte(1)
 		w.ByteArray([]byte{0})
 	})

@@ -19,9 +19,6 @@ type (
 	AttributeRequest = p11rpc.AttributeRequest
 )
 
-// handshake is the string C_Initialize carries (rpc-message.h).
-const handshake = "PRIVATE-GNOME-KEYRING-PKCS11-PROTOCOL-V-1"
-
 // maxWaiting bounds the C_WaitForSlotEvent calls of one connection waiting at once: a client
 // may have a thread or two blocked in it while others work, never many.
 const maxWaiting = 4
@@ -258,7 +255,7 @@ var handlers = map[p11rpc.Call]handler{
 		if err := args(req, &hs, &hasReserved, &reserved); err != nil {
 			return err
 		}
-		if string(hs) != handshake {
+		if string(hs) != p11rpc.InitializeMagic {
 			return RV(ckrDeviceError)
 		}
 		return app.Initialize()

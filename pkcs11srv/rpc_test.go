@@ -13,18 +13,8 @@ import (
 	"tokenlab/pkcs11srv/p11rpc"
 )
 
-// rpcConn is a client of ServeConn for tests: requests are numbered, replies matched by code,
-// so several may be outstanding at once as with p11-kit-client's threads.
-type rpcConn struct {
-	t     *testing.T
-	conn  net.Conn
-	proto p11rpc.Protocol
-	code  uint32
-	// replies collects frames by code; read by the reader goroutine.
-	replies chan p11rpc.Frame
-}
-
-func dialApp(t *testing.T, srv *Server, proto p11rpc.Protocol) *rpcConn {
+// dialApp serves one application over a pipe and returns its client, with C_Initialize done.
+func dialApp(t *testing.T, srv *Server, proto p11rpc.Protocol) *p11rpc.Client {
 	t.Helper()
 	client, server := net.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -42,67 +32,15 @@ func dialApp(t *testing.T, srv *Server, proto p11rpc.Protocol) *rpcConn {
 			t.Error("ServeConn did not return after the client hung up")
 		}
 	})
-	if _, err := p11rpc.ClientHandshake(client, proto); err != nil {
+	client.SetDeadline(time.Now().Add(10 * time.Second)) // a hung server fails the test
+	c, err := p11rpc.NewClient(client, proto)
+	if err != nil {
 		t.Fatal(err)
 	}
-	c := &rpcConn{t: t, conn: client, proto: proto, code: 0x0F, replies: make(chan p11rpc.Frame, 8)}
-	go func() {
-		for {
-			f, err := p11rpc.ReadFrame(client, 0)
-			if err != nil {
-				close(c.replies)
-				return
-			}
-			c.replies <- f
-		}
-	}()
-	c.result(c.send(p11rpc.CallInitialize, func(w *p11rpc.RequestWriter) {
-		w.ByteArray([]byte(handshake))
-		w.Byte(0)
-		w.ByteArray([]byte{0})
-	}))
 	return c
 }
 
-// send writes a request and returns its code.
-func (c *rpcConn) send(call p11rpc.Call, args func(*p11rpc.RequestWriter)) (p11rpc.Call, uint32) {
-	c.t.Helper()
-	w := p11rpc.NewRequest(call, c.proto)
-	if args != nil {
-		args(w)
-	}
-	body, err := w.Bytes()
-	if err != nil {
-		c.t.Fatalf("%s: %v", call, err)
-	}
-	c.code++
-	if err := p11rpc.WriteFrame(c.conn, p11rpc.Frame{Code: c.code, Options: []byte("client"), Body: body}); err != nil {
-		c.t.Fatalf("%s: %v", call, err)
-	}
-	return call, c.code
-}
-
-// result reads the next reply, which must answer the request (call, code).
-func (c *rpcConn) result(call p11rpc.Call, code uint32) (*p11rpc.ResponseReader, error) {
-	c.t.Helper()
-	select {
-	case f, ok := <-c.replies:
-		if !ok {
-			c.t.Fatalf("%s: the server hung up", call)
-		}
-		if f.Code != code {
-			c.t.Fatalf("%s: reply %#x to request %#x", call, f.Code, code)
-		}
-		return p11rpc.ParseResponse(f.Body, call, c.proto)
-	case <-time.After(5 * time.Second):
-		c.t.Fatalf("%s: no reply", call)
-	}
-	return nil, nil
-}
-
-func (c *rpcConn) ulong(call p11rpc.Call, args func(*p11rpc.RequestWriter)) (uint64, error) {
-	c.t.Helper()
-	r, err := c.result(c.send(call, args))
+func ulongResult(r *p11rpc.ResponseReader, err error) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
@@ -144,26 +82,26 @@ func TestRPCDeriveKey(t *testing.T) {
 	f := newFixture(t, "strict-2fa", nil)
 	for _, proto := range []p11rpc.Protocol{p11rpc.Protocol1, p11rpc.Protocol2} {
 		c := dialApp(t, f.srv, proto)
-		s, err := c.ulong(p11rpc.CallOpenSession, func(w *p11rpc.RequestWriter) { w.Ulong(slotID); w.Ulong(ckfSerialSession) })
+		s, err := ulongResult(c.Call(p11rpc.CallOpenSession, func(w *p11rpc.RequestWriter) { w.Ulong(slotID); w.Ulong(ckfSerialSession) }))
 		if err != nil {
 			t.Fatalf("protocol %d: C_OpenSession: %v", proto, err)
 		}
 		peer, _ := ecdh.P256().GenerateKey(rand.Reader)
-		key, err := c.ulong(p11rpc.CallDeriveKey, func(w *p11rpc.RequestWriter) {
+		key, err := ulongResult(c.Call(p11rpc.CallDeriveKey, func(w *p11rpc.RequestWriter) {
 			w.Ulong(s)
 			w.Mechanism(p11rpc.Mechanism{Type: ckmECDH1Derive, Param: p11rpc.ECDH1DeriveParams{KDF: ckdNull, PublicData: peer.PublicKey().Bytes()}})
 			w.Ulong(handleOf(0x9E, ckoPrivateKey))
 			w.Attributes([]p11rpc.Attribute{p11rpc.UlongAttribute(ckaClass, ckoSecretKey), p11rpc.UlongAttribute(ckaKeyType, ckkGenericSecret)})
-		})
+		}))
 		if err != nil {
 			t.Fatalf("protocol %d: C_DeriveKey: %v", proto, err)
 		}
 		reqs := []p11rpc.AttributeRequest{{Type: ckaValue, Capacity: 32}}
-		r, err := c.result(c.send(p11rpc.CallGetAttributeValue, func(w *p11rpc.RequestWriter) {
+		r, err := c.Call(p11rpc.CallGetAttributeValue, func(w *p11rpc.RequestWriter) {
 			w.Ulong(s)
 			w.Ulong(key)
 			w.AttributeRequests(reqs)
-		}))
+		})
 		if err != nil {
 			t.Fatalf("protocol %d: C_GetAttributeValue: %v", proto, err)
 		}
@@ -174,11 +112,11 @@ func TestRPCDeriveKey(t *testing.T) {
 		if want := f.sharedSecret(t, 0x9E, peer); !bytes.Equal(res[0].Value, want) {
 			t.Errorf("protocol %d: CKA_VALUE %x, want Z %x", proto, res[0].Value, want)
 		}
-		_, err = c.result(c.send(p11rpc.CallDestroyObject, func(w *p11rpc.RequestWriter) { w.Ulong(s); w.Ulong(key) }))
+		_, err = c.Call(p11rpc.CallDestroyObject, func(w *p11rpc.RequestWriter) { w.Ulong(s); w.Ulong(key) })
 		if err != nil {
 			t.Errorf("protocol %d: C_DestroyObject: %v", proto, err)
 		}
-		_, err = c.result(c.send(p11rpc.CallDestroyObject, func(w *p11rpc.RequestWriter) { w.Ulong(s); w.Ulong(key) }))
+		_, err = c.Call(p11rpc.CallDestroyObject, func(w *p11rpc.RequestWriter) { w.Ulong(s); w.Ulong(key) })
 		if rpcRV(err) != ckrObjectHandleInvalid {
 			t.Errorf("protocol %d: C_DestroyObject again: %v, want CKR_OBJECT_HANDLE_INVALID", proto, err)
 		}
@@ -190,9 +128,12 @@ func TestRPCDeriveKey(t *testing.T) {
 func TestRPCWaitForSlotEventDoesNotBlock(t *testing.T) {
 	f := newFixture(t, "strict-2fa", nil)
 	c := dialApp(t, f.srv, p11rpc.Protocol0)
-	waitCall, waitCode := c.send(p11rpc.CallWaitForSlotEvent, func(w *p11rpc.RequestWriter) { w.Ulong(0) })
+	wait, err := c.Send(p11rpc.CallWaitForSlotEvent, func(w *p11rpc.RequestWriter) { w.Ulong(0) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
-		r, err := c.result(c.send(p11rpc.CallGetSlotList, func(w *p11rpc.RequestWriter) { w.Byte(1); w.UlongBufferSize(4) }))
+		r, err := c.Call(p11rpc.CallGetSlotList, func(w *p11rpc.RequestWriter) { w.Byte(1); w.UlongBufferSize(4) })
 		if err != nil {
 			t.Fatalf("C_GetSlotList %d while another thread waits: %v", i, err)
 		}
@@ -201,7 +142,7 @@ func TestRPCWaitForSlotEventDoesNotBlock(t *testing.T) {
 		}
 	}
 	f.dev.Card.Remove()
-	r, err := c.result(waitCall, waitCode)
+	r, err := c.Receive(p11rpc.CallWaitForSlotEvent, wait)
 	if err != nil {
 		t.Fatalf("C_WaitForSlotEvent after the removal: %v", err)
 	}
