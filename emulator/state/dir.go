@@ -41,8 +41,10 @@ var (
 // Dir is a locked state directory. Its methods are not safe for concurrent use; the card
 // serializes its commands and so its saves.
 type Dir struct {
-	path string
-	lock *os.File
+	path     string
+	lock     *os.File
+	counters *os.File // CountersFile, open for writing once it exists
+	seq      uint64   // sequence number of the newest counters record
 }
 
 // Create makes dir (mode 0700) if needed and locks it for a new card, which the caller then
@@ -80,17 +82,36 @@ func Open(dir string) (*Dir, *Card, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := Read(dir)
+	c, seq, err := read(dir)
 	if err != nil {
 		d.Close()
 		return nil, nil, err
 	}
+	d.seq = seq
 	return d, c, nil
 }
 
-// Read loads the card of dir without taking the lock. Saves replace the file atomically, so Read
-// sees either the previous or the next content, never a mix.
+// Read loads the card of dir, with its retry counters, without taking the lock. Saves replace
+// the document atomically and write the counters one record at a time, so Read sees the
+// previous or the next content of each, never a mix.
 func Read(dir string) (*Card, error) {
+	c, _, err := read(dir)
+	return c, err
+}
+
+func read(dir string) (*Card, uint64, error) {
+	c, err := readDocument(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	seq, err := applyCounters(dir, c)
+	if err != nil {
+		return nil, 0, err
+	}
+	return c, seq, nil
+}
+
+func readDocument(dir string) (*Card, error) {
 	if err := checkDir(dir); err != nil {
 		return nil, err
 	}
@@ -205,16 +226,26 @@ func lineOf(b []byte, off int) int {
 	return bytes.Count(b[:off], []byte{'\n'}) + 1
 }
 
-// Save replaces the card document atomically: write a temporary file, fsync it, rename it over
-// the old one, fsync the directory. When Save returns nil the content survives a crash.
+// Save replaces the card document atomically, then writes its retry counters (CountersFile).
+// When Save returns nil the content survives a crash. The order matters: a crash between the two
+// leaves the new document with the counters before it, which are never higher than the new ones
+// would be (a change that raises a counter, such as an unblock, comes with the document).
 func (d *Dir) Save(c *Card) error {
 	c.Schema = SchemaVersion
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	b = append(b, '\n')
-	f, err := os.CreateTemp(d.path, CardFile+".tmp-*")
+	if err := replaceFile(d.path, CardFile, append(b, '\n')); err != nil {
+		return err
+	}
+	return d.SaveCounters(c.Serial, Counters{PIN: c.PIV.PIN.Retries, PUK: c.PIV.PUK.Retries})
+}
+
+// replaceFile replaces dir/name with content b atomically: write a temporary file (0600),
+// fsync it, rename it over the old one, fsync the directory.
+func replaceFile(dir, name string, b []byte) error {
+	f, err := os.CreateTemp(dir, name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
@@ -239,15 +270,19 @@ func (d *Dir) Save(c *Card) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(d.path, CardFile)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
 	ok = true
-	return syncDir(d.path)
+	return syncDir(dir)
 }
 
 // Close releases the lock.
 func (d *Dir) Close() error {
+	if d.counters != nil {
+		d.counters.Close()
+		d.counters = nil
+	}
 	if d.lock == nil {
 		return nil
 	}
@@ -293,7 +328,8 @@ func ownedByUs(name string, fi fs.FileInfo) error {
 // holds the lock, so no save is in progress.
 func removeStale(dir string) {
 	stale, _ := filepath.Glob(filepath.Join(dir, CardFile+".tmp-*"))
-	for _, f := range stale {
+	counters, _ := filepath.Glob(filepath.Join(dir, CountersFile+".tmp-*"))
+	for _, f := range append(stale, counters...) {
 		os.Remove(f)
 	}
 }

@@ -7,9 +7,13 @@ import (
 )
 
 // SchemaVersion is the version of the on-disk document this binary writes and the newest it reads.
-const SchemaVersion = 1
+//
+// Version 2 keeps the retry counters in CountersFile too, newer than the document's; a binary
+// that reads only version 1 would miss them and could give tries back, so it must refuse. A
+// version 1 document has no counters file and reads as it is.
+const SchemaVersion = 2
 
-// Card is the persistent content of one virtual card, schema version 1.
+// Card is the persistent content of one virtual card.
 //
 // Field values are strings in the field's own terms ("9a", "eccp256", "once") so that a person can
 // read the file; the applet that owns each part validates it when it loads.

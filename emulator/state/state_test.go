@@ -25,7 +25,7 @@ func TestCreateSaveOpen(t *testing.T) {
 	if err := d.Save(sample()); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{dir, filepath.Join(dir, CardFile), filepath.Join(dir, LockFile)} {
+	for _, p := range []string{dir, filepath.Join(dir, CardFile), filepath.Join(dir, CountersFile), filepath.Join(dir, LockFile)} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
@@ -55,8 +55,8 @@ func TestCreateSaveOpen(t *testing.T) {
 		t.Fatalf("Open after Close: %+v, %v", c, err)
 	}
 	d.Close()
-	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
-		t.Errorf("state directory holds %d files, want card.json and lock (no temporary files left)", len(entries))
+	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
+		t.Errorf("state directory holds %d files, want card.json, counters and lock (no temporary files left)", len(entries))
 	}
 }
 
@@ -76,7 +76,7 @@ func TestReadErrors(t *testing.T) {
 		{"empty", "", 0o600, "empty file"},
 		{"truncated", `{"schema": 1, "serial": 7,`, 0o600, "truncated"},
 		{"not JSON", "card", 0o600, "line 1"},
-		{"newer schema", `{"schema": 2}`, 0o600, "schema version 2 is newer than this binary (1)"},
+		{"newer schema", `{"schema": 3}`, 0o600, "schema version 3 is newer than this binary (2)"},
 		{"no schema", `{"serial": 7}`, 0o600, "no schema version"},
 		{"bad schema", `{"schema": "one"}`, 0o600, "not a schema version"},
 		{"unknown field", `{"schema": 1, "colour": "blue"}`, 0o600, `unknown field "colour"`},
