@@ -126,6 +126,12 @@ func newFuzzHarness(t *testing.T, tmpl *Applet) *fuzzHarness {
 	h := &fuzzHarness{t: t, secrets: map[string]bool{}, seen: map[*slotKey]bool{}}
 	cfg := tmpl.cfg
 	cfg.Commit = func(st *state.PIV) error { h.committed = st; return nil }
+	cfg.CommitCounters = func(pin, puk int) error {
+		st := *h.committed
+		st.PIN.Retries, st.PUK.Retries = pin, puk
+		h.committed = &st
+		return nil
+	}
 	h.a = &Applet{cfg: cfg, p: tmpl.p} // persistent maps are copied on write, so sharing is safe
 	h.card = emulator.New([]byte{0x3B, 0}, h.a)
 	h.cl = pivclient.New(transportFunc(h.transmit))

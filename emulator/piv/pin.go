@@ -53,18 +53,20 @@ func (a *Applet) checkReference(which func(*persistent) *credential, candidate [
 	if which(&a.p).blocked() {
 		return apdu.SWAuthenticationBlocked
 	}
-	if sw := a.update(func(p *persistent) { which(p).retries-- }); !sw.OK() {
+	if sw := a.updateCounters(func(p *persistent) { which(p).retries-- }); !sw.OK() {
 		return sw
 	}
 	c := which(&a.p)
 	if !equal(candidate[:], c.value[:]) {
 		return apdu.VerifyFailed(c.retries) // 63C0 on the try that blocks, 6983 after
 	}
+	restore := func(p *persistent) { which(p).retries = which(p).max }
+	if onMatch == nil {
+		return a.updateCounters(restore)
+	}
 	return a.update(func(p *persistent) {
-		which(p).retries = which(p).max
-		if onMatch != nil {
-			onMatch(p)
-		}
+		restore(p)
+		onMatch(p)
 	})
 }
 

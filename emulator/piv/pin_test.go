@@ -3,6 +3,7 @@ package piv
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"tokenlab/apdu"
@@ -11,16 +12,27 @@ import (
 	"tokenlab/emulator/state"
 )
 
-// commitLog records the PIN and PUK counters of every commit, and can fail commits.
+// commitLog records the PIN and PUK counters of every commit, and can fail commits. With
+// counters set, the applet commits counter-only changes through CommitCounters, as a card with
+// a state directory does; kinds records which way each commit went.
 type commitLog struct {
 	pin, puk []int
+	kinds    []string         // "document" or "counters"
 	fail     func(n int) bool // fail the n-th commit (0-based)
+	counters bool
 }
 
 func (l *commitLog) commit(st *state.PIV) error {
+	return l.record("document", st.PIN.Retries, st.PUK.Retries)
+}
+
+func (l *commitLog) commitCounters(pin, puk int) error { return l.record("counters", pin, puk) }
+
+func (l *commitLog) record(kind string, pin, puk int) error {
 	n := len(l.pin)
-	l.pin = append(l.pin, st.PIN.Retries)
-	l.puk = append(l.puk, st.PUK.Retries)
+	l.pin = append(l.pin, pin)
+	l.puk = append(l.puk, puk)
+	l.kinds = append(l.kinds, kind)
 	if l.fail != nil && l.fail(n) {
 		return errors.New("disk full")
 	}
@@ -29,7 +41,11 @@ func (l *commitLog) commit(st *state.PIV) error {
 
 func newLoggedCard(t *testing.T, l *commitLog) *emulator.Card {
 	t.Helper()
-	a, err := New(Config{Version: Version{5, 7, 1}, Serial: 1, Keys: keystore.Software{}, Commit: l.commit}, AES192)
+	cfg := Config{Version: Version{5, 7, 1}, Serial: 1, Keys: keystore.Software{}, Commit: l.commit}
+	if l.counters {
+		cfg.CommitCounters = l.commitCounters
+	}
+	a, err := New(cfg, AES192)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,50 +91,62 @@ const (
 )
 
 // The try is committed before the comparison: a right PIN commits the decrement, then the
-// restored counter; a wrong one commits only the decrement.
+// restored counter; a wrong one commits only the decrement. With CommitCounters, a VERIFY goes
+// through it alone; a change of the PIN itself goes into the document.
 func TestTryCommittedBeforeComparison(t *testing.T) {
-	l := &commitLog{}
-	c := newLoggedCard(t, l)
-	if sw := send(t, c, verifyWrong); sw != 0x63C2 {
-		t.Fatalf("wrong PIN: %v", sw)
-	}
-	if len(l.pin) != 1 || l.pin[0] != 2 {
-		t.Fatalf("wrong PIN committed %v, want [2]", l.pin)
-	}
-	if sw := send(t, c, verifyRight); sw != apdu.SWSuccess {
-		t.Fatalf("right PIN: %v", sw)
-	}
-	if len(l.pin) != 3 || l.pin[1] != 1 || l.pin[2] != 3 {
-		t.Fatalf("right PIN committed %v after [2], want [1 3]: decrement first, then restore", l.pin[1:])
-	}
-	// The PUK alike, through RESET RETRY COUNTER.
-	if sw := send(t, c, "002C0080103132333435363738313131313131FFFF"); sw != apdu.SWSuccess {
-		t.Fatalf("unblock: %v", sw)
-	}
-	// Two commits: the PUK try, then the restored PUK with the new PIN in one go.
-	if got, pins := l.puk[len(l.puk)-2:], l.pin[len(l.pin)-2:]; got[0] != 2 || got[1] != 3 || pins[1] != 3 {
-		t.Errorf("unblock committed PUK %v and PIN %v, want PUK [2 3] and a restored PIN", got, pins)
+	for _, counters := range []bool{false, true} {
+		l := &commitLog{counters: counters}
+		c := newLoggedCard(t, l)
+		if sw := send(t, c, verifyWrong); sw != 0x63C2 {
+			t.Fatalf("wrong PIN: %v", sw)
+		}
+		if len(l.pin) != 1 || l.pin[0] != 2 {
+			t.Fatalf("wrong PIN committed %v, want [2]", l.pin)
+		}
+		if sw := send(t, c, verifyRight); sw != apdu.SWSuccess {
+			t.Fatalf("right PIN: %v", sw)
+		}
+		if len(l.pin) != 3 || l.pin[1] != 1 || l.pin[2] != 3 {
+			t.Fatalf("right PIN committed %v after [2], want [1 3]: decrement first, then restore", l.pin[1:])
+		}
+		// The PUK alike, through RESET RETRY COUNTER.
+		if sw := send(t, c, "002C0080103132333435363738313131313131FFFF"); sw != apdu.SWSuccess {
+			t.Fatalf("unblock: %v", sw)
+		}
+		// Two commits: the PUK try, then the restored PUK with the new PIN in one go.
+		if got, pins := l.puk[len(l.puk)-2:], l.pin[len(l.pin)-2:]; got[0] != 2 || got[1] != 3 || pins[1] != 3 {
+			t.Errorf("unblock committed PUK %v and PIN %v, want PUK [2 3] and a restored PIN", got, pins)
+		}
+		want := []string{"document", "document", "document", "document", "document"}
+		if counters {
+			want = []string{"counters", "counters", "counters", "counters", "document"}
+		}
+		if !slices.Equal(l.kinds, want) {
+			t.Errorf("CommitCounters set: %v; commits went %v, want %v", counters, l.kinds, want)
+		}
 	}
 }
 
 // If the decrement cannot be committed, the PIN is not compared at all: even the right PIN fails
 // and the counter stays as it is on disk.
 func TestNoComparisonWithoutCommit(t *testing.T) {
-	l := &commitLog{fail: func(int) bool { return true }}
-	c := newLoggedCard(t, l)
-	if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
-		t.Fatalf("right PIN with a failing disk: %v, want 6581", sw)
-	}
-	if sw := send(t, c, "00200080"); sw != 0x63C3 {
-		t.Errorf("status after the failed commit: %v, want 63C3 (not verified, no try lost)", sw)
-	}
-	// When only the restore fails, the try stays consumed and the PIN is not verified.
-	l.pin, l.puk = l.pin[:0], l.puk[:0]
-	l.fail = func(n int) bool { return n == 1 }
-	if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
-		t.Fatalf("right PIN with a failing restore: %v, want 6581", sw)
-	}
-	if sw := send(t, c, "00200080"); sw != 0x63C2 {
-		t.Errorf("status after a failed restore: %v, want 63C2", sw)
+	for _, counters := range []bool{false, true} {
+		l := &commitLog{counters: counters, fail: func(int) bool { return true }}
+		c := newLoggedCard(t, l)
+		if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
+			t.Fatalf("right PIN with a failing disk: %v, want 6581", sw)
+		}
+		if sw := send(t, c, "00200080"); sw != 0x63C3 {
+			t.Errorf("status after the failed commit: %v, want 63C3 (not verified, no try lost)", sw)
+		}
+		// When only the restore fails, the try stays consumed and the PIN is not verified.
+		l.pin, l.puk, l.kinds = l.pin[:0], l.puk[:0], l.kinds[:0]
+		l.fail = func(n int) bool { return n == 1 }
+		if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
+			t.Fatalf("right PIN with a failing restore: %v, want 6581", sw)
+		}
+		if sw := send(t, c, "00200080"); sw != 0x63C2 {
+			t.Errorf("status after a failed restore: %v, want 63C2", sw)
+		}
 	}
 }

@@ -44,6 +44,10 @@ type Config struct {
 	// Commit persists the applet state. The applet calls it before acknowledging any change
 	// and before comparing a PIN or PUK; nil keeps the card in memory only.
 	Commit func(*state.PIV) error
+	// CommitCounters persists the PIN and PUK retry counters alone, when nothing else changed:
+	// the try a VERIFY consumes before the comparison, and its restoration after a match. It
+	// must be as durable as Commit. Nil means Commit.
+	CommitCounters func(pin, puk int) error
 	// Touch approves touches; nil approves every touch at once.
 	Touch TouchFunc
 	// Now is the clock for the touch cache; nil means time.Now.
@@ -107,6 +111,20 @@ func (a *Applet) update(f func(p *persistent)) apdu.StatusWord {
 		if err := a.cfg.Commit(next.snapshot()); err != nil {
 			return apdu.SWMemoryFailure
 		}
+	}
+	a.p = next
+	return apdu.SWSuccess
+}
+
+// updateCounters is update for a change of the retry counters alone.
+func (a *Applet) updateCounters(f func(p *persistent)) apdu.StatusWord {
+	if a.cfg.CommitCounters == nil {
+		return a.update(f)
+	}
+	next := a.p
+	f(&next)
+	if err := a.cfg.CommitCounters(next.pin.retries, next.puk.retries); err != nil {
+		return apdu.SWMemoryFailure
 	}
 	a.p = next
 	return apdu.SWSuccess

@@ -205,6 +205,9 @@ func (d *Device) pivConfig(touch piv.TouchFunc) piv.Config {
 	cfg := piv.Config{Version: d.version, Serial: d.serial, FormFactor: formFactor, Keys: keystore.Software{}, Touch: touch}
 	if d.dir != nil {
 		cfg.Commit = func(st *state.PIV) error { return d.dir.Save(d.document(st)) }
+		cfg.CommitCounters = func(pin, puk int) error {
+			return d.dir.SaveCounters(d.serial, state.Counters{PIN: pin, PUK: puk})
+		}
 	}
 	return cfg
 }
