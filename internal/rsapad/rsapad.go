@@ -3,6 +3,7 @@
 package rsapad
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/subtle"
 	"errors"
@@ -84,6 +85,52 @@ func PSSSign(rand io.Reader, h crypto.Hash, digest []byte, saltLen, modBits int)
 	em = append(em, db...)
 	em = append(em, H...)
 	return append(em, 0xBC), nil
+}
+
+// PSSVerify checks an EMSA-PSS encoding (RFC 8017 §9.1.2) of digest with a salt of exactly
+// saltLen bytes. em is the signature raised to the public exponent, as (modBits+7)/8 bytes.
+// crypto/rsa cannot check for a salt of exactly zero bytes (0 means "any length" there), which
+// PKCS #11's CK_RSA_PKCS_PSS_PARAMS can ask for.
+func PSSVerify(h crypto.Hash, digest, em []byte, saltLen, modBits int) error {
+	hLen := h.Size()
+	emBits := modBits - 1
+	emLen := (emBits + 7) / 8
+	if !h.Available() || len(digest) != hLen || saltLen < 0 || len(em) != (modBits+7)/8 {
+		return ErrInput
+	}
+	if len(em) > emLen {
+		if em[0] != 0 {
+			return ErrInput
+		}
+		em = em[1:]
+	}
+	if emLen < hLen+saltLen+2 || em[emLen-1] != 0xBC {
+		return ErrInput
+	}
+	db := append([]byte(nil), em[:emLen-hLen-1]...)
+	H := em[emLen-hLen-1 : emLen-1]
+	if db[0]&^(0xFF>>(8*emLen-emBits)) != 0 {
+		return ErrInput
+	}
+	mgf1XOR(db, h, H)
+	db[0] &= 0xFF >> (8*emLen - emBits)
+	ps := len(db) - saltLen - 1
+	for _, b := range db[:ps] {
+		if b != 0 {
+			return ErrInput
+		}
+	}
+	if db[ps] != 0x01 {
+		return ErrInput
+	}
+	hh := h.New()
+	hh.Write(make([]byte, 8))
+	hh.Write(digest)
+	hh.Write(db[ps+1:])
+	if !bytes.Equal(hh.Sum(nil), H) {
+		return ErrInput
+	}
+	return nil
 }
 
 // mgf1XOR xors out with MGF1(seed) (RFC 8017 §B.2.1).

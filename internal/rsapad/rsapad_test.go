@@ -99,3 +99,40 @@ func FuzzDecrypt(f *testing.F) {
 		OAEPDecrypt(crypto.SHA256, nil, em)
 	})
 }
+
+// PSSVerify takes exactly the salt length it is given, zero included, where crypto/rsa's 0
+// means any length.
+func TestPSSVerify(t *testing.T) {
+	k := testKey(t)
+	digest := sha256.Sum256([]byte("tokenlab"))
+	bits := k.N.BitLen()
+	for _, salt := range []int{0, 20, 32} {
+		em, err := PSSSign(rand.Reader, crypto.SHA256, digest[:], salt, bits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig := raw(k, em)
+		pub := new(big.Int).Exp(new(big.Int).SetBytes(sig), big.NewInt(int64(k.E)), k.N).FillBytes(make([]byte, k.Size()))
+		for _, want := range []int{0, 20, 32} {
+			err := PSSVerify(crypto.SHA256, digest[:], pub, want, bits)
+			if (err == nil) != (want == salt) {
+				t.Errorf("salt %d verified with salt length %d: %v", salt, want, err)
+			}
+		}
+		other := sha256.Sum256([]byte("other"))
+		if PSSVerify(crypto.SHA256, other[:], pub, salt, bits) == nil {
+			t.Errorf("salt %d: another digest verified", salt)
+		}
+	}
+}
+
+func FuzzPSSVerify(f *testing.F) {
+	f.Add(make([]byte, 256), 32, 2048)
+	f.Fuzz(func(t *testing.T, em []byte, salt, bits int) {
+		if bits < 0 || bits > 8192 {
+			return
+		}
+		digest := make([]byte, 32)
+		PSSVerify(crypto.SHA256, digest, em, salt, bits) // must not panic
+	})
+}
