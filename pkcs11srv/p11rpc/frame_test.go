@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // The first request and reply of a connection, header included (§1.2).
@@ -153,5 +154,38 @@ func TestClientHandshake(t *testing.T) {
 	got, err := ClientHandshake(p, Protocol2)
 	if err != nil || got != ProtocolAnswer || !bytes.Equal(p.out.Bytes(), []byte{2}) {
 		t.Fatalf("got %d, %v, wrote % x", got, err, p.out.Bytes())
+	}
+}
+
+// A FrameReader hands out the frames of a stream in order, whatever the read sizes, and leaves
+// no byte of them in its buffer.
+func TestFrameReader(t *testing.T) {
+	var stream []byte
+	want := []Frame{
+		{Code: 1, Body: []byte("\x00\x00\x00\x0dPIN-123456")},
+		{Code: 2, Options: []byte("opt"), Body: bytes.Repeat([]byte{7}, 5000)}, // larger than the buffer
+		{Code: 3, Body: nil},
+	}
+	for _, f := range want {
+		var err error
+		if stream, err = AppendFrame(stream, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fr := NewFrameReader(iotest.HalfReader(bytes.NewReader(stream)), 0)
+	for i, w := range want {
+		got, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if got.Code != w.Code || !bytes.Equal(got.Options, w.Options) || !bytes.Equal(got.Body, w.Body) {
+			t.Fatalf("frame %d: got code %d, %d option and %d body bytes", i, got.Code, len(got.Options), len(got.Body))
+		}
+		if bytes.Contains(fr.buf, []byte("PIN-123456")) {
+			t.Fatalf("after frame %d the buffer still holds the PIN", i)
+		}
+	}
+	if _, err := fr.ReadFrame(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
 	}
 }
