@@ -127,6 +127,9 @@ type Clock interface {
 	Now() time.Time
 }
 
+// SystemClock is the Clock of the system's time.
+var SystemClock Clock = systemClock{}
+
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }

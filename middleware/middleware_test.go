@@ -176,7 +176,8 @@ func TestPINAlwaysProfiles(t *testing.T) {
 	}
 }
 
-// A context-specific login gives the PIN for exactly one PIN-always operation.
+// A context-specific login's PIN serves the operation it is given to, and nothing else: a
+// signature without it prompts.
 func TestContextLogin(t *testing.T) {
 	l := newLab(t)
 	tok := l.open("p11", "strict-2fa")
@@ -184,14 +185,23 @@ func TestContextLogin(t *testing.T) {
 	if err := tok.Login(ctx, []byte("123456")); err != nil {
 		t.Fatal(err)
 	}
-	tok.ContextLogin(ctx, pivclient.SlotSignature, []byte("123456"))
-	l.sign(tok, pivclient.SlotSignature)
+	if _, err := tok.ContextLogin(ctx, pivclient.SlotSignature, []byte("000000")); err == nil {
+		t.Fatal("a wrong context PIN was accepted")
+	}
+	pin, err := tok.ContextLogin(ctx, pivclient.SlotSignature, []byte("123456"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("tokenlab"))
+	if _, err := tok.SignWithPIN(ctx, pivclient.SlotSignature, digest[:], pin); err != nil {
+		t.Fatalf("signature with the context PIN: %v", err)
+	}
 	if l.prompted("p11") != 0 {
 		t.Errorf("signature after a context login prompted")
 	}
 	l.sign(tok, pivclient.SlotSignature)
 	if l.prompted("p11") != 1 {
-		t.Errorf("second signature: %d prompts, want 1 (the context PIN is good once)", l.prompted("p11"))
+		t.Errorf("signature without the context PIN: %d prompts, want 1", l.prompted("p11"))
 	}
 }
 
@@ -377,5 +387,139 @@ func TestDisconnectLeavesOthersLoggedIn(t *testing.T) {
 	b.Close(ctx)
 	if l.rec.Count("b", EventCardReset) != 1 {
 		t.Errorf("the last application did not reset the card")
+	}
+}
+
+// A removal ends a long-lived application's login in the logon session's count too, so the
+// next application to go is the last one and resets the card as strict-2fa says.
+func TestRemovalEndsTheCountedLogin(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	a := l.open("ike-daemon", "strict-2fa")
+	if err := a.Login(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	l.dev.Card.Remove()
+	digest := sha256.Sum256([]byte("x"))
+	if _, err := a.Sign(ctx, pivclient.SlotAuthentication, digest[:]); err == nil {
+		t.Fatal("signed with the card removed")
+	}
+	l.dev.Card.Insert()
+	b := l.open("ssh", "strict-2fa")
+	if err := b.Login(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	b.Close(ctx)
+	c := pivclient.New(l.dev.Card)
+	c.Select(ctx)
+	if verified, _, _ := c.PINStatus(ctx); verified {
+		t.Error("strict-2fa: the card stayed verified after the last logged-in application disconnected")
+	}
+	if n := l.session.active("YubiKey 4711"); n != 0 {
+		t.Errorf("the logon session counts %d logged-in applications, want 0", n)
+	}
+}
+
+// A cached PIN the card refuses is forgotten at once instead of spending the remaining tries;
+// a PIN change replaces the cached PIN.
+func TestRefusedCachedPINIsForgotten(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	a := l.open("firefox", "opensc-default")
+	if err := a.Login(ctx, []byte("123456")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ChangePIN(ctx, []byte("123456"), []byte("654321")); err != nil {
+		t.Fatal(err)
+	}
+	l.dev.Card.Reset() // the card forgets its PIN status
+	l.sign(a, pivclient.SlotAuthentication)
+	if n := l.rec.Count("firefox", EventVerifyFailed); n != 0 {
+		t.Errorf("after a PIN change the cache presented the old PIN: %d failed VERIFYs", n)
+	}
+
+	// Another application changes the PIN behind this one's back.
+	b := l.open("ykman", "strict-2fa")
+	if err := b.ChangePIN(ctx, []byte("654321"), []byte("111111")); err != nil {
+		t.Fatal(err)
+	}
+	b.Close(ctx)
+	l.dev.Card.Reset()
+	digest := sha256.Sum256([]byte("x"))
+	for range 2 {
+		a.Sign(ctx, pivclient.SlotAuthentication, digest[:]) // the prompt answers the old 123456
+	}
+	if n := l.rec.Count("firefox", EventCacheReuse); n != 2 {
+		t.Errorf("%d cached re-uses, want 2 (one after the change, one refused)", n)
+	}
+	if n := l.rec.Count("firefox", EventCacheCleared); n != 1 {
+		t.Errorf("%d cache clearings after the refusal, want 1", n)
+	}
+	if n := l.rec.Count("firefox", EventPrompt); n != 1 {
+		t.Errorf("%d prompts, want 1: the second attempt asks instead of presenting the refused PIN", n)
+	}
+}
+
+// A prompt is answered outside any card transaction: another application can use the card
+// while the person types.
+func TestPromptOutsideTransaction(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	other := l.open("ssh", "strict-2fa")
+	p, err := Profile("strict-2fa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var during error
+	asked := false
+	prompter := prompt.Func(func(ctx context.Context, r prompt.Request) ([]byte, error) {
+		asked = true
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, during = other.Info(tctx) // would wait for the transaction if the prompt held it
+		return []byte("123456"), nil
+	})
+	tok, err := Open(ctx, func(context.Context) (apdu.Transactor, error) { return l.dev.Card.Connect(), nil },
+		Options{Application: "firefox", Policy: p, Prompter: prompter, Audit: l.rec, Clock: l.clock, Session: l.session})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.Login(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !asked || during != nil {
+		t.Errorf("another application's card access during the login prompt: asked %v, %v", asked, during)
+	}
+	during = nil
+	l.sign(tok, pivclient.SlotSignature) // PIN-always: a prompt right before the signature
+	if during != nil {
+		t.Errorf("another application's card access during the signature prompt: %v", during)
+	}
+}
+
+// A single logon ends after its idle time even for an application that stays logged in
+// (ActivClient logs the card off after 15 idle minutes).
+func TestIdleEndsSingleLogonOfALoggedInApplication(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	tok := l.open("vpn", "activclient")
+	if err := tok.Login(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	l.sign(tok, pivclient.SlotAuthentication)
+	l.clock.Advance(10 * time.Minute)
+	l.sign(tok, pivclient.SlotAuthentication) // within the idle time: activity
+	l.clock.Advance(10 * time.Minute)
+	l.sign(tok, pivclient.SlotAuthentication) // 10 minutes since the last use: still fine
+	if n := l.prompted("vpn"); n != 1 {
+		t.Fatalf("%d prompts within the idle time, want 1", n)
+	}
+	l.clock.Advance(3 * time.Hour)
+	l.sign(tok, pivclient.SlotAuthentication)
+	if n := l.prompted("vpn"); n != 2 {
+		t.Errorf("%d prompts after 3 idle hours, want 2", n)
+	}
+	if n := l.rec.Count("vpn", EventCardLogout); n != 1 {
+		t.Errorf("%d card logouts when the single logon ran out, want 1", n)
 	}
 }

@@ -53,8 +53,9 @@ func (d Disconnect) String() string {
 	return fmt.Sprintf("Disconnect(%d)", int(d))
 }
 
-// Policy is how a middleware treats the PIN. The zero Policy is strict: nothing cached, the
-// card reset at disconnect, PIN-always keys honoured.
+// Policy is how a middleware treats the PIN. The zero Policy caches nothing and honours
+// PIN-always keys, but leaves the card as it is at disconnect and keeps nothing of a removal;
+// the strict-2fa profile adds the reset at disconnect and clears on removal.
 type Policy struct {
 	// Name and Reproduces identify a named profile and the behaviour it reproduces.
 	Name       string

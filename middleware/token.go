@@ -78,16 +78,15 @@ type Token struct {
 	opts Options
 	dial Dialer
 
-	mu         sync.Mutex
-	conn       apdu.Transactor
-	c          *pivclient.Client
-	info       Info
-	keys       []Key // nil until read
-	appPIN     *cachedPIN
-	loggedIn   bool
-	contextPIN map[byte][]byte // one-shot PINs for a PIN-always key (C_Login CKU_CONTEXT_SPECIFIC)
-	counted    bool            // the application is counted among the session's logged-in ones
-	closed     bool
+	mu       sync.Mutex
+	conn     apdu.Transactor
+	c        *pivclient.Client
+	info     Info
+	keys     []Key // nil until read
+	appPIN   *cachedPIN
+	loggedIn bool
+	counted  string // the token label under which the session counts this application logged in, "" if it does not
+	closed   bool
 }
 
 // Open connects to the card and returns the application's Token. The card must hold a PIV
@@ -102,7 +101,7 @@ func Open(ctx context.Context, dial Dialer, opts Options) (*Token, error) {
 	if opts.Session == nil {
 		opts.Session = NewLogonSession()
 	}
-	t := &Token{opts: opts, dial: dial, contextPIN: map[byte][]byte{}}
+	t := &Token{opts: opts, dial: dial}
 	if err := t.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -190,13 +189,14 @@ func (t *Token) do(ctx context.Context, f func() error) error {
 	return err
 }
 
-// removed reacts to the card leaving the reader.
+// removed reacts to the card leaving the reader. The application stays logged in only when
+// the policy re-verifies a re-inserted card with a PIN it still has; otherwise its login is
+// over, and the logon session no longer counts it.
 func (t *Token) removed() {
 	t.event(EventRemoved, 0, "")
 	t.conn.Close()
 	t.conn, t.c, t.keys = nil, nil, nil
 	t.setLoggedIn(t.loggedIn && t.opts.Policy.ReverifyOnReinsert && t.appPIN != nil)
-	t.clearContextPINs()
 	if t.opts.Policy.ClearOnRemoval {
 		cleared := t.appPIN != nil
 		t.appPIN.wipe()
@@ -232,6 +232,7 @@ func (t *Token) reconnect(ctx context.Context) error {
 		if err != nil {
 			t.setLoggedIn(false)
 			t.event(EventVerifyFailed, 0, "re-verify after re-insertion")
+			t.forgetRefused(0)
 			return nil
 		}
 		t.event(EventCacheReuse, 0, "same card re-inserted: PIN presented again without asking")
@@ -242,13 +243,20 @@ func (t *Token) reconnect(ctx context.Context) error {
 
 // setLoggedIn records the application's login, and counts the logged-in applications of the
 // logon session on this card: the disconnect action of the last one to go is the one that
-// matters to the card, and an application that never logged in does nothing to it.
-func (t *Token) setLoggedIn(v bool) {
-	if v && !t.counted {
-		t.opts.Session.enter(t.info.Label)
-		t.counted = true
-	}
+// matters to the card, and an application that never logged in does nothing to it. It
+// reports whether this application was the last one logged in on the card.
+func (t *Token) setLoggedIn(v bool) (last bool) {
 	t.loggedIn = v
+	switch {
+	case v && t.counted == "":
+		t.counted = t.info.Label
+		t.opts.Session.enter(t.counted)
+	case !v && t.counted != "":
+		t.opts.Session.leave(t.counted)
+		last = t.opts.Session.active(t.counted) == 0
+		t.counted = ""
+	}
+	return last
 }
 
 // Info reads the card's identity and PIN counter.
@@ -322,6 +330,9 @@ func (t *Token) readKey(ctx context.Context, slot byte) (Key, bool, error) {
 	switch {
 	case err == nil:
 		k.Algorithm, k.PINPolicy, k.TouchPolicy, k.Public = m.Algorithm, m.PINPolicy, m.TouchPolicy, m.PublicKey
+		if k.PINPolicy == pivclient.PINPolicyDefault {
+			k.PINPolicy = defaultPINPolicy(slot) // what the card applies to a key generated with "default"
+		}
 		k.Generated = m.Origin == 1
 		return k, true, nil
 	case errors.Is(err, apdu.ErrRemoved):
@@ -355,68 +366,114 @@ func (t *Token) key(ctx context.Context, slot byte) (Key, error) {
 func (t *Token) Login(ctx context.Context, pin []byte) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.do(ctx, func() error { return t.login(ctx, pin) })
-}
-
-// login is Login inside a transaction.
-func (t *Token) login(ctx context.Context, pin []byte) error {
 	if pin != nil {
-		t.event(EventApplicationPIN, 0, "login")
-		if err := t.verify(ctx, 0, pin); err != nil {
-			return err
-		}
-		t.remember(pin)
-		t.setLoggedIn(true)
-		return nil
-	}
-	p := t.opts.Policy
-	if p.Scope == ScopeLogonSession {
-		if why := t.opts.Session.expire(t.info.Label, p, t.opts.Clock.Now()); why != "" {
-			t.event(EventPolicy, 0, "single logon ended: "+why)
-			if err := t.c.Logout(ctx); err != nil {
+		return t.do(ctx, func() error {
+			t.event(EventApplicationPIN, 0, "login")
+			if err := t.verify(ctx, 0, pin); err != nil {
 				return err
 			}
-			t.event(EventCardLogout, 0, why)
-		}
-	}
-	if p.TrustCardStatus {
-		verified, _, err := t.c.PINStatus(ctx)
-		if err != nil {
-			return err
-		}
-		if verified {
-			t.event(EventCardVerified, 0, "login: the card is still verified, nothing asked ("+p.Scope.String()+")")
-			t.opts.Session.touch(t.info.Label, t.opts.Clock.Now())
+			t.remember(pin)
 			t.setLoggedIn(true)
 			return nil
+		})
+	}
+	return t.login(ctx)
+}
+
+// login logs the application in as the policy decides. A prompt happens outside any card
+// transaction, so that other applications can use the card while the person types.
+func (t *Token) login(ctx context.Context) error {
+	p := t.opts.Policy
+	done := false
+	err := t.do(ctx, func() error {
+		if p.Scope == ScopeLogonSession {
+			if err := t.endExpiredLogon(ctx); err != nil {
+				return err
+			}
 		}
+		if !p.TrustCardStatus {
+			return nil
+		}
+		verified, _, err := t.c.PINStatus(ctx)
+		if err != nil || !verified {
+			return err
+		}
+		t.event(EventCardVerified, 0, "login: the card is still verified, nothing asked ("+p.Scope.String()+")")
+		t.opts.Session.touch(t.info.Label, t.opts.Clock.Now())
+		t.setLoggedIn(true)
+		done = true
+		return nil
+	})
+	if err != nil || done {
+		return err
 	}
 	got, cached, err := t.obtainPIN(ctx, 0, "login", true)
 	if err != nil {
 		return err
 	}
 	defer wipe(got)
-	if err := t.verify(ctx, 0, got); err != nil {
+	return t.do(ctx, func() error {
+		if err := t.verifyObtained(ctx, 0, got, cached, true); err != nil {
+			return err
+		}
+		t.setLoggedIn(true)
+		return nil
+	})
+}
+
+// endExpiredLogon logs the card out when the logon session's single logon has run out (TTL or
+// idle time): the next use needs the PIN again. It runs inside a transaction.
+func (t *Token) endExpiredLogon(ctx context.Context) error {
+	why := t.opts.Session.expire(t.info.Label, t.opts.Policy, t.opts.Clock.Now())
+	if why == "" {
+		return nil
+	}
+	t.event(EventPolicy, 0, "single logon ended: "+why)
+	if err := t.c.Logout(ctx); err != nil {
 		return err
 	}
-	if !cached {
-		t.remember(got)
-	}
-	t.setLoggedIn(true)
+	t.event(EventCardLogout, 0, why)
 	return nil
 }
 
-// ContextLogin gives the PIN for the next operation with a PIN-always key in slot (PKCS#11
-// C_Login with CKU_CONTEXT_SPECIFIC); nil asks the person now. The card checks the PIN at once,
-// so a wrong one is reported here; it is presented again right before the operation, as a
-// PIN-always key requires.
-func (t *Token) ContextLogin(ctx context.Context, slot byte, pin []byte) error {
+// verifyObtained presents a PIN obtainPIN returned. When the card refuses a cached one, the
+// cache goes: presenting it again would only spend the tries that are left. An entered PIN the
+// card accepts is cached when keep says so.
+func (t *Token) verifyObtained(ctx context.Context, slot byte, pin []byte, cached, keep bool) error {
+	if err := t.verify(ctx, slot, pin); err != nil {
+		if cached {
+			t.forgetRefused(slot)
+		}
+		return err
+	}
+	if !cached && keep {
+		t.remember(pin)
+	}
+	return nil
+}
+
+// forgetRefused wipes the cached PINs after the card refused one.
+func (t *Token) forgetRefused(slot byte) {
+	had := t.appPIN != nil
+	t.appPIN.wipe()
+	t.appPIN = nil
+	if t.opts.Session.forget(t.info.Label) || had {
+		t.event(EventCacheCleared, slot, "the card refused the cached PIN")
+	}
+}
+
+// ContextLogin checks a PIN for one operation with the PIN-always key in slot (PKCS#11 C_Login
+// with CKU_CONTEXT_SPECIFIC); nil asks the person now. The card checks the PIN at once, so a
+// wrong one is reported here. It returns the PIN, for the caller to keep with its operation and
+// give to it (SignWithPIN, DecryptWithPIN, ECDHWithPIN), which presents it again right before
+// the key is used, as a PIN-always key requires; the caller wipes it when the operation ends.
+func (t *Token) ContextLogin(ctx context.Context, slot byte, pin []byte) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if pin == nil {
 		got, _, err := t.obtainPIN(ctx, slot, "signature with a PIN-always key", false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		pin = got
 	} else {
@@ -425,22 +482,9 @@ func (t *Token) ContextLogin(ctx context.Context, slot byte, pin []byte) error {
 	}
 	if err := t.do(ctx, func() error { return t.verify(ctx, slot, pin) }); err != nil {
 		wipe(pin)
-		return err
+		return nil, err
 	}
-	wipe(t.contextPIN[slot])
-	t.contextPIN[slot] = pin
-	return nil
-}
-
-// UseLoginPIN lets the PIN of the login just made serve the next operation with the PIN-always
-// key in slot, once: OpenSSH signs right after C_Login(CKU_USER) without a context login
-// (pin-caching.md §3.3). The card checked the PIN at that login, so it is not presented twice.
-func (t *Token) UseLoginPIN(slot byte, pin []byte) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.event(EventApplicationPIN, slot, "the PIN of the login just before serves this first PIN-always operation (no context login)")
-	wipe(t.contextPIN[slot])
-	t.contextPIN[slot] = append([]byte(nil), pin...)
+	return pin, nil
 }
 
 // Logout ends the application's login, forgets its cached PIN, and does to the card what the
@@ -452,14 +496,7 @@ func (t *Token) Logout(ctx context.Context) error {
 }
 
 func (t *Token) logout(ctx context.Context, why string) error {
-	t.setLoggedIn(false)
-	last := false
-	if t.counted {
-		t.opts.Session.leave(t.info.Label)
-		t.counted = false
-		last = t.opts.Session.active(t.info.Label) == 0
-	}
-	t.clearContextPINs()
+	last := t.setLoggedIn(false)
 	if t.appPIN != nil {
 		t.appPIN.wipe()
 		t.appPIN = nil
@@ -579,11 +616,12 @@ func (t *Token) obtainPIN(ctx context.Context, slot byte, reason string, cacheOK
 }
 
 // pinForAlways returns the PIN for one operation with a PIN-always key, and whether it came
-// from a cache.
-func (t *Token) pinForAlways(ctx context.Context, k Key) ([]byte, bool, error) {
-	if pin := t.contextPIN[k.Slot]; pin != nil {
-		delete(t.contextPIN, k.Slot)
-		return pin, false, nil
+// from a cache: the application's context-specific PIN when it gave one, else the cached PIN if
+// the policy bypasses PIN-always, else a prompt.
+func (t *Token) pinForAlways(ctx context.Context, k Key, contextPIN []byte) ([]byte, bool, error) {
+	if contextPIN != nil {
+		t.event(EventApplicationPIN, k.Slot, "context-specific PIN, presented right before the operation")
+		return append([]byte(nil), contextPIN...), false, nil
 	}
 	if t.opts.Policy.BypassPINAlways {
 		t.event(EventPolicy, k.Slot, "PIN-always bypassed: cached PIN re-sent without asking (pin_cache_ignore_user_consent)")
@@ -598,9 +636,13 @@ func (t *Token) pinForAlways(ctx context.Context, k Key) ([]byte, bool, error) {
 //   - once: the application logs in first (implicitly, as the policy allows, if it has not), and
 //     when the card has lost the PIN since (a reset, another application's logout) it is
 //     presented again from the cache or asked for;
-//   - always: a PIN right before the operation, in the same transaction: the application's
-//     context-specific PIN, else a prompt, or, with BypassPINAlways, the cached PIN.
-func (t *Token) operate(ctx context.Context, slot byte, kind EventKind, op func(Key) ([]byte, error)) ([]byte, error) {
+//   - always: a PIN right before the operation, in the same transaction: contextPIN (the
+//     application's context-specific login), else a prompt, or, with BypassPINAlways, the
+//     cached PIN.
+//
+// The person is asked outside any card transaction; the PIN is then presented and the key used
+// in one transaction, so nothing comes between them.
+func (t *Token) operate(ctx context.Context, slot byte, kind EventKind, contextPIN []byte, op func(Key) ([]byte, error)) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k, err := t.key(ctx, slot)
@@ -608,63 +650,78 @@ func (t *Token) operate(ctx context.Context, slot byte, kind EventKind, op func(
 		return nil, err
 	}
 	var out []byte
-	err = t.do(ctx, func() error {
-		switch k.PINPolicy {
-		case pivclient.PINPolicyNever:
-		case pivclient.PINPolicyAlways:
-			pin, cached, err := t.pinForAlways(ctx, k)
-			if err != nil {
-				return err
-			}
-			defer wipe(pin)
-			if err := t.verify(ctx, slot, pin); err != nil {
-				return err
-			}
-			if !t.loggedIn { // the same PIN logs the application in: one prompt, not two
-				if !cached {
-					t.remember(pin)
-				}
-				t.setLoggedIn(true)
-			}
-		default:
-			if !t.loggedIn {
-				if err := t.login(ctx, nil); err != nil {
-					return err
-				}
-			}
-			out, err = op(k)
-			if !errors.Is(err, apdu.ErrSecurityStatus) {
-				if err == nil {
-					t.event(kind, slot, "")
-				}
-				return err
-			}
-			// The card lost the PIN (a reset, a power-off, another application's logout).
-			pin, cached, err := t.obtainPIN(ctx, slot, "the card needs the PIN again", true)
-			if err != nil {
-				return err
-			}
-			defer wipe(pin)
-			if err := t.verify(ctx, slot, pin); err != nil {
-				return err
-			}
-			if !cached {
-				t.remember(pin)
-			}
-		}
-		out, err = op(k)
-		if err == nil {
+	use := func() error {
+		var err error
+		if out, err = op(k); err == nil {
 			t.event(kind, slot, "")
+			if t.opts.Policy.Scope == ScopeLogonSession {
+				t.opts.Session.touch(t.info.Label, t.opts.Clock.Now())
+			}
 		}
 		return err
+	}
+	// withPIN presents pin and uses the key in one transaction. A PIN-always key's PIN is
+	// cached only when it also logs the application in (one prompt, not two): a PIN entered
+	// for one signature is not kept for others.
+	withPIN := func(pin []byte, cached bool) error {
+		defer wipe(pin)
+		return t.do(ctx, func() error {
+			keep := k.PINPolicy != pivclient.PINPolicyAlways || !t.loggedIn
+			if err := t.verifyObtained(ctx, slot, pin, cached, keep); err != nil {
+				return err
+			}
+			t.setLoggedIn(true)
+			return use()
+		})
+	}
+
+	switch k.PINPolicy {
+	case pivclient.PINPolicyNever:
+		return out, t.do(ctx, use)
+	case pivclient.PINPolicyAlways:
+		pin, cached, err := t.pinForAlways(ctx, k, contextPIN)
+		if err != nil {
+			return nil, err
+		}
+		return out, withPIN(pin, cached)
+	}
+	if !t.loggedIn {
+		if err := t.login(ctx); err != nil {
+			return nil, err
+		}
+	}
+	err = t.do(ctx, func() error {
+		if t.opts.Policy.Scope == ScopeLogonSession {
+			// An application that stays logged in still loses the single logon when its
+			// time is up (ActivClient logs the card off after 15 idle minutes).
+			if err := t.endExpiredLogon(ctx); err != nil {
+				return err
+			}
+		}
+		return use()
 	})
-	return out, err
+	if !errors.Is(err, apdu.ErrSecurityStatus) {
+		return out, err
+	}
+	// The card lost the PIN (a reset, a power-off, another application's logout, the end of
+	// a single logon).
+	pin, cached, err := t.obtainPIN(ctx, slot, "the card needs the PIN again", true)
+	if err != nil {
+		return nil, err
+	}
+	return out, withPIN(pin, cached)
 }
 
 // Sign performs the raw signature operation of the key in slot: ECDSA over a digest (DER
 // signature), Ed25519 over a message, or the RSA private-key operation on a padded block.
 func (t *Token) Sign(ctx context.Context, slot byte, data []byte) ([]byte, error) {
-	return t.operate(ctx, slot, EventSign, func(k Key) ([]byte, error) {
+	return t.SignWithPIN(ctx, slot, data, nil)
+}
+
+// SignWithPIN is Sign with the PIN of a context-specific login (ContextLogin) for a PIN-always
+// key; nil is Sign.
+func (t *Token) SignWithPIN(ctx context.Context, slot byte, data, contextPIN []byte) ([]byte, error) {
+	return t.operate(ctx, slot, EventSign, contextPIN, func(k Key) ([]byte, error) {
 		if k.Algorithm == pivclient.AlgX25519 {
 			return nil, fmt.Errorf("middleware: the X25519 key in %02x cannot sign", slot)
 		}
@@ -674,7 +731,12 @@ func (t *Token) Sign(ctx context.Context, slot byte, data []byte) ([]byte, error
 
 // Decrypt performs the raw RSA private-key operation of the key in slot on a ciphertext block.
 func (t *Token) Decrypt(ctx context.Context, slot byte, block []byte) ([]byte, error) {
-	return t.operate(ctx, slot, EventDecrypt, func(k Key) ([]byte, error) {
+	return t.DecryptWithPIN(ctx, slot, block, nil)
+}
+
+// DecryptWithPIN is Decrypt with the PIN of a context-specific login; nil is Decrypt.
+func (t *Token) DecryptWithPIN(ctx context.Context, slot byte, block, contextPIN []byte) ([]byte, error) {
+	return t.operate(ctx, slot, EventDecrypt, contextPIN, func(k Key) ([]byte, error) {
 		if !isRSA(k.Algorithm) {
 			return nil, fmt.Errorf("middleware: the key in %02x is not an RSA key", slot)
 		}
@@ -685,16 +747,14 @@ func (t *Token) Decrypt(ctx context.Context, slot byte, block []byte) ([]byte, e
 // ECDH returns the shared secret of the key in slot with a peer public key (an uncompressed
 // point, or 32 bytes for X25519).
 func (t *Token) ECDH(ctx context.Context, slot byte, peer []byte) ([]byte, error) {
-	return t.operate(ctx, slot, EventKeyAgreement, func(k Key) ([]byte, error) {
-		return t.c.ECDH(ctx, slot, k.Algorithm, peer)
-	})
+	return t.ECDHWithPIN(ctx, slot, peer, nil)
 }
 
-func (t *Token) clearContextPINs() {
-	for s, p := range t.contextPIN {
-		wipe(p)
-		delete(t.contextPIN, s)
-	}
+// ECDHWithPIN is ECDH with the PIN of a context-specific login; nil is ECDH.
+func (t *Token) ECDHWithPIN(ctx context.Context, slot byte, peer, contextPIN []byte) ([]byte, error) {
+	return t.operate(ctx, slot, EventKeyAgreement, contextPIN, func(k Key) ([]byte, error) {
+		return t.c.ECDH(ctx, slot, k.Algorithm, peer)
+	})
 }
 
 func wipe(b []byte) {
@@ -787,28 +847,47 @@ func (t *Token) SetCertificate(ctx context.Context, slot byte, der []byte, mgmKe
 	return err
 }
 
-// ChangePIN replaces the PIN.
+// ChangePIN replaces the PIN. A PIN the middleware had cached is replaced by the new one: the
+// old one would only spend tries.
 func (t *Token) ChangePIN(ctx context.Context, old, next []byte) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.do(ctx, func() error { return t.c.ChangePIN(ctx, old, next) })
-}
-
-// Random returns n bytes from the card's random number generator: the management key's
-// external-authentication challenge, as OpenSC uses it.
-func (t *Token) Random(ctx context.Context, n int) ([]byte, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]byte, 0, n)
-	err := t.do(ctx, func() error {
-		for len(out) < n {
-			b, err := t.c.Challenge(ctx)
-			if err != nil {
-				return err
-			}
-			out = append(out, b[:min(len(b), n-len(out))]...)
+	return t.do(ctx, func() error {
+		if err := t.c.ChangePIN(ctx, old, next); err != nil {
+			return err
+		}
+		hadSession := t.opts.Session.forget(t.info.Label)
+		if t.appPIN != nil || hadSession {
+			t.remember(next)
 		}
 		return nil
 	})
-	return out, err
+}
+
+// Random returns n bytes from the card's random number generator: the management key's
+// external-authentication challenge, as OpenSC uses it. It takes the card in short
+// transactions, so that a large request does not keep other applications from it.
+func (t *Token) Random(ctx context.Context, n int) ([]byte, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	const perTransaction = 1024
+	out := make([]byte, 0, n)
+	for len(out) < n {
+		err := t.do(ctx, func() error {
+			for chunk := 0; len(out) < n && chunk < perTransaction; {
+				b, err := t.c.Challenge(ctx)
+				if err != nil {
+					return err
+				}
+				b = b[:min(len(b), n-len(out))]
+				out = append(out, b...)
+				chunk += len(b)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"tokenlab/apdu"
 	"tokenlab/middleware"
@@ -83,6 +84,7 @@ type App struct {
 	user        int           // ckuUser or ckuSO when logged in, -1 otherwise
 	soKey       []byte        // the management key of a security officer's login
 	loginPIN    []byte        // the PIN of C_Login(CKU_USER), good for one PIN-always operation (OpenSSH)
+	loginPINAt  time.Time     // when loginPIN was given
 	loginGen    uint32        // counts logouts: part of private object handles
 	eventCh     chan struct{} // closed when the watcher records a slot event
 	event       bool          // a slot event not yet reported by C_WaitForSlotEvent
@@ -119,6 +121,7 @@ func (a *App) Initialize() error {
 		return RV(ckrCryptokiAlreadyInitialized)
 	}
 	a.initialized = true
+	a.event = false // events before this C_Initialize are not this run's
 	a.finalized = make(chan struct{})
 	a.watchStop = make(chan struct{})
 	a.eventCh = make(chan struct{})
@@ -138,11 +141,17 @@ func (a *App) watch(stop chan struct{}, ch <-chan struct{}) {
 		}
 		ch = a.srv.cfg.Reader.Changed()
 		a.mu.Lock()
+		select {
+		case <-stop: // finalized while this event came: it belongs to no run of the application
+			a.mu.Unlock()
+			return
+		default:
+		}
 		a.event = true
 		close(a.eventCh) // wake the application's C_WaitForSlotEvent, after the flag is set
 		a.eventCh = make(chan struct{})
 		if a.token != nil && (!a.srv.cfg.Reader.Present() || a.srv.cfg.Reader.Removals() != a.removals) {
-			a.dropToken(context.Background(), "card removed")
+			a.closeToken(context.Background(), "card removed")
 		}
 		a.mu.Unlock()
 	}
@@ -174,23 +183,13 @@ func (a *App) Close(ctx context.Context) {
 	}
 }
 
-// closeToken ends the middleware token as its policy says and drops every session.
+// closeToken ends the middleware token as its policy says (after a removal, the middleware
+// records the removal and its policy) and drops every session.
 func (a *App) closeToken(ctx context.Context, why string) {
 	if a.token != nil {
 		if err := a.token.Close(ctx); err != nil {
-			a.srv.cfg.Log.Debug("closing token", "app", a.name, "err", err)
+			a.srv.cfg.Log.Debug("closing token", "app", a.name, "why", why, "err", err)
 		}
-	}
-	a.resetLogin()
-	a.token, a.objects = nil, nil
-	a.dropSessionObjects(func(*object) bool { return true })
-	clear(a.sessions)
-}
-
-// dropToken forgets the token after a removal: sessions closed, login gone.
-func (a *App) dropToken(ctx context.Context, why string) {
-	if a.token != nil {
-		a.token.Close(ctx) // the card is gone; the middleware records the removal and its policy
 	}
 	a.resetLogin()
 	a.token, a.objects = nil, nil
@@ -206,15 +205,17 @@ func (a *App) resetLogin() {
 		a.dropSessionObjects(func(o *object) bool { return o.private })
 	}
 	a.user = -1
-	wipe(a.soKey)
-	wipe(a.loginPIN)
+	clear(a.soKey)
+	clear(a.loginPIN)
 	a.soKey, a.loginPIN = nil, nil
 }
 
-func wipe(b []byte) {
-	for i := range b {
-		b[i] = 0
+// clock is the server's time source.
+func (a *App) clock() middleware.Clock {
+	if c := a.srv.cfg.Clock; c != nil {
+		return c
 	}
+	return middleware.SystemClock
 }
 
 // tokenFor opens the application's middleware token on first use.
@@ -267,7 +268,7 @@ func (a *App) cardError(err error) error {
 	case errors.As(err, &r):
 		return r
 	case errors.Is(err, apdu.ErrRemoved):
-		a.dropToken(context.Background(), "card removed")
+		a.closeToken(context.Background(), "card removed")
 		return RV(ckrDeviceRemoved)
 	case errors.As(err, &ae):
 		if ae.Retries == 0 {
@@ -403,8 +404,8 @@ func (a *App) GetTokenInfo(ctx context.Context, slot uint64) (TokenInfo, error) 
 		Sessions:      uint64(len(a.sessions)),
 		MaxRWSessions: ckUnavailable - 1,
 		RWSessions:    rw,
-		MaxPINLen:     8,
-		MinPINLen:     6,
+		MaxPINLen:     maxPINLen,
+		MinPINLen:     minPINLen,
 		HardwareMajor: 5, HardwareMinor: 0,
 		FirmwareMajor: info.Version[0], FirmwareMinor: info.Version[1]*10 + info.Version[2],
 	}, nil
@@ -536,7 +537,7 @@ func (a *App) Login(ctx context.Context, h, userType uint64, pin []byte) error {
 		case ckuSO:
 			return RV(ckrUserAnotherAlreadyLoggedIn)
 		}
-		if pin != nil && (len(pin) < 1 || len(pin) > 8) {
+		if pin != nil && !pinLenOK(pin) {
 			return RV(ckrPINLenRange)
 		}
 		if err := t.Login(ctx, pin); err != nil {
@@ -544,7 +545,7 @@ func (a *App) Login(ctx context.Context, h, userType uint64, pin []byte) error {
 		}
 		a.user = ckuUser
 		if pin != nil {
-			a.loginPIN = append([]byte(nil), pin...)
+			a.loginPIN, a.loginPINAt = append([]byte(nil), pin...), a.clock().Now()
 		}
 		a.objects = nil // private objects appear
 		return nil
@@ -580,20 +581,32 @@ func (a *App) Login(ctx context.Context, h, userType uint64, pin []byte) error {
 		if a.user != ckuUser {
 			return RV(ckrUserNotLoggedIn)
 		}
-		if err := t.ContextLogin(ctx, op.key.Slot, pin); err != nil {
+		if pin != nil && !pinLenOK(pin) {
+			return RV(ckrPINLenRange)
+		}
+		got, err := t.ContextLogin(ctx, op.key.Slot, pin)
+		if err != nil {
 			return a.loginError(err)
 		}
-		op.authorized = true
+		clear(op.pin)
+		op.pin = got
 		return nil
 	}
 	return RV(ckrUserTypeInvalid)
 }
 
+// pinLenOK reports whether a PIN has a length the token accepts (its MinPINLen to MaxPINLen):
+// one that does not is refused before the card sees it, and costs no try.
+func pinLenOK(pin []byte) bool { return len(pin) >= minPINLen && len(pin) <= maxPINLen }
+
+// The PIN lengths of a YubiKey's PIV application.
+const minPINLen, maxPINLen = 6, 8
+
 // loginError maps a failed login: a locked PIN also logs the application out.
 func (a *App) loginError(err error) error {
 	r := a.cardError(err)
-	if r == RV(ckrPINLocked) {
-		a.resetLogin()
+	if r == RV(ckrPINLocked) && a.user >= 0 {
+		a.logout(context.Background())
 	}
 	return r
 }
@@ -609,14 +622,21 @@ func (a *App) Logout(ctx context.Context, h uint64) error {
 	if a.user < 0 {
 		return RV(ckrUserNotLoggedIn)
 	}
+	return a.logout(ctx)
+}
+
+// logout ends the application's login: searches and private-key operations end, and the
+// middleware logs out.
+func (a *App) logout(ctx context.Context) error {
 	for _, s := range a.sessions {
 		s.find = nil
 		if s.op != nil && s.op.kind != opDigest && s.op.kind != opVerify {
 			s.op.loggedOut = true // the next call on it answers CKR_USER_NOT_LOGGED_IN
+			clear(s.op.pin)
+			s.op.pin = nil
 		}
 	}
 	a.resetLogin()
-	a.objects = nil
 	if a.token != nil {
 		if err := a.token.Logout(ctx); err != nil {
 			return a.cardError(err)
@@ -806,7 +826,7 @@ func (a *App) SetPIN(ctx context.Context, h uint64, old, next []byte) error {
 	if old == nil || next == nil {
 		return RV(ckrArgumentsBad)
 	}
-	if len(next) < 6 || len(next) > 8 {
+	if !pinLenOK(old) || !pinLenOK(next) {
 		return RV(ckrPINLenRange)
 	}
 	t, err := a.tokenFor(ctx)
@@ -826,6 +846,9 @@ func (a *App) GenerateRandom(ctx context.Context, h uint64, n int) ([]byte, erro
 	if n == 0 {
 		return []byte{}, nil
 	}
+	if n > maxRandom {
+		return nil, RV(ckrArgumentsBad)
+	}
 	t, err := a.tokenFor(ctx)
 	if err != nil {
 		return nil, err
@@ -833,6 +856,10 @@ func (a *App) GenerateRandom(ctx context.Context, h uint64, n int) ([]byte, erro
 	b, err := t.Random(ctx, n)
 	return b, a.cardError(err)
 }
+
+// maxRandom bounds one C_GenerateRandom: the card makes random bytes slowly, in a transaction
+// the other applications wait for.
+const maxRandom = 64 << 10
 
 // SeedRandom is C_SeedRandom: the card's generator takes no seed.
 func (a *App) SeedRandom(h uint64) error {

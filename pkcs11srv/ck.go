@@ -256,6 +256,8 @@ const (
 	ckgMGF1SHA512 = 4
 
 	ckdNull = 1
+
+	ckzDataSpecified = 1 // CKZ_DATA_SPECIFIED, the OAEP label source
 )
 
 // Mechanism flags.

@@ -68,10 +68,13 @@ func (a *App) DeriveKey(ctx context.Context, h uint64, mech Mechanism, base uint
 	if err != nil {
 		return 0, err
 	}
-	if err := a.authorize(t, o.key, o.key.AlwaysAuthenticate(a.srv.cfg.Policy)); err != nil {
+	always := o.key.AlwaysAuthenticate(a.srv.cfg.Policy)
+	pin := a.takeLoginPIN(always)
+	defer clear(pin)
+	if err := a.canAuthorize(always, pin); err != nil {
 		return 0, err
 	}
-	z, err := t.ECDH(ctx, o.key.Slot, peer)
+	z, err := t.ECDHWithPIN(ctx, o.key.Slot, peer, pin)
 	if err != nil {
 		return 0, a.cardError(err)
 	}
@@ -79,11 +82,11 @@ func (a *App) DeriveKey(ctx context.Context, h uint64, mech Mechanism, base uint
 		spec.length = len(z)
 	}
 	if spec.length > len(z) {
-		wipe(z)
+		clear(z)
 		return 0, RV(ckrTemplateInconsistent)
 	}
 	value := slices.Clone(z[len(z)-spec.length:])
-	wipe(z)
+	clear(z)
 
 	a.nextObject++
 	obj := &object{
@@ -278,7 +281,7 @@ func (a *App) DestroyObject(ctx context.Context, h, obj uint64) error {
 func (a *App) dropSessionObjects(drop func(*object) bool) {
 	a.sessionObjs = slices.DeleteFunc(a.sessionObjs, func(o *object) bool {
 		if drop(o) {
-			wipe(o.attrs[ckaValue])
+			clear(o.attrs[ckaValue])
 			return true
 		}
 		return false

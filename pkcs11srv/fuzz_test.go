@@ -33,7 +33,9 @@ var fuzzCard = sync.OnceValues(func() (*state.Card, error) {
 	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey); err != nil {
 		return nil, err
 	}
-	for _, k := range []struct{ slot, alg, pin byte }{{0x9A, pivclient.AlgECCP256, 2}, {0x9C, pivclient.AlgECCP384, 3}, {0x9E, pivclient.AlgECCP256, 1}} {
+	for _, k := range []struct{ slot, alg, pin byte }{
+		{0x9A, pivclient.AlgECCP256, 2}, {0x9C, pivclient.AlgECCP384, 3}, {0x9D, pivclient.AlgRSA2048, 2}, {0x9E, pivclient.AlgECCP256, 1},
+	} {
 		if _, err := c.GenerateKey(ctx, k.slot, k.alg, k.pin, 1); err != nil {
 			return nil, err
 		}
@@ -119,7 +121,7 @@ func FuzzApplications(f *testing.F) {
 				defer a.mu.Unlock()
 				return a.user == ckuUser
 			}
-			switch op & 0x7F % 19 {
+			switch op & 0x7F % 22 {
 			case 0:
 				if h, err := a.OpenSession(ctx, slotID, ckfSerialSession|uint64(next()&1)*ckfRWSession); err == nil {
 					sessions[i] = append(sessions[i], h)
@@ -220,6 +222,38 @@ func FuzzApplications(f *testing.F) {
 						t.Fatalf("application %d destroyed %#x, not a key it derived", i, obj)
 					}
 					delete(derived[i], obj)
+				}
+			case 19:
+				h, key := sess(), uint64(next())
+				if a.DecryptInit(ctx, h, Mechanism{Type: []uint64{ckmRSAPKCS, ckmRSAX509, ckmRSAPKCSOAEP}[next()%3],
+					OAEP: &OAEPParams{Hash: ckmSHA256, MGF: ckgMGF1SHA256}}, key) == nil {
+					ct := bytes.Repeat([]byte{next()}, []int{256, 255, 0}[next()%3])
+					pt, _, err := a.Decrypt(ctx, h, ct, int(next())*2)
+					check("a plaintext", pt)
+					if err == nil && pt != nil && !loggedIn() {
+						t.Fatalf("application %d decrypted with %#x without logging in", i, key)
+					}
+				}
+			case 20:
+				h, key := sess(), uint64(next())
+				mechs := []Mechanism{
+					{Type: ckmRSAPKCS}, {Type: ckmSHA256RSAPKCS}, {Type: ckmRSAX509}, {Type: ckmECDSASHA256},
+					{Type: ckmRSAPKCSPSS, PSS: &PSSParams{Hash: ckmSHA256, MGF: ckgMGF1SHA256, SaltLen: uint64(next())}},
+					{Type: ckmSHA256RSAPKCSPSS, PSS: &PSSParams{Hash: ckmSHA384, MGF: ckgMGF1SHA256, SaltLen: 32}},
+				}
+				if a.SignInit(ctx, h, mechs[int(next())%len(mechs)], key) == nil {
+					sig, _, err := a.Sign(ctx, h, bytes.Repeat([]byte{next()}, int(next())), int(next())*2)
+					check("a signature", sig)
+					if err == nil && sig != nil && key != handleOf(0x9E, ckoPrivateKey) && !loggedIn() {
+						t.Fatalf("application %d signed with %#x without logging in", i, key)
+					}
+				}
+			case 21:
+				h, key := sess(), uint64(next())
+				mechs := []Mechanism{{Type: ckmRSAPKCS}, {Type: ckmRSAX509}, {Type: ckmECDSA}, {Type: ckmSHA256RSAPKCSPSS,
+					PSS: &PSSParams{Hash: ckmSHA256, MGF: ckgMGF1SHA256, SaltLen: uint64(next())}}}
+				if a.VerifyInit(ctx, h, mechs[int(next())%len(mechs)], key) == nil {
+					a.Verify(h, bytes.Repeat([]byte{next()}, int(next())*2), bytes.Repeat([]byte{next()}, int(next())*2))
 				}
 			}
 		}

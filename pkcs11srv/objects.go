@@ -275,6 +275,9 @@ func curveOf(params []byte) (byte, bool) {
 // matches reports whether the object has every attribute of the template with the same value.
 func (o *object) matches(template []Attribute) bool {
 	for _, t := range template {
+		if o.sensitive[t.Type] {
+			return false // a search must not become an oracle for a value GetAttributeValue hides
+		}
 		v, ok := o.attrs[t.Type]
 		if !ok || string(v) != string(t.Value) {
 			return false

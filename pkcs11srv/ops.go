@@ -1,6 +1,7 @@
 package pkcs11srv
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -18,6 +19,7 @@ import (
 	"hash"
 	"math/big"
 	"slices"
+	"time"
 
 	"tokenlab/internal/rsapad"
 	"tokenlab/middleware"
@@ -130,9 +132,19 @@ type operation struct {
 	h          hash.Hash   // running hash of multi-part input
 	buf        []byte      // accumulated input of a single-part mechanism used in parts
 	multipart  bool
-	alwaysAuth bool // the key needs a PIN right before use
-	authorized bool // C_Login(CKU_CONTEXT_SPECIFIC) gave one
-	loggedOut  bool // C_Logout ended it (unlike SoftHSM, bug #900, it cannot finish)
+	alwaysAuth bool   // the key needs a PIN right before use
+	pin        []byte // that PIN: C_Login(CKU_CONTEXT_SPECIFIC)'s, or the login's just before (OpenSSH)
+	ct         []byte // the ciphertext whose plaintext buf holds, when a C_Decrypt buffer was too small
+	loggedOut  bool   // C_Logout ended it (unlike SoftHSM, bug #900, it cannot finish)
+}
+
+// endOp ends the session's operation and wipes the PIN it held.
+func (s *session) endOp() {
+	if s.op != nil {
+		clear(s.op.pin)
+		clear(s.op.buf)
+		s.op = nil
+	}
 }
 
 func hashOf(m uint64) crypto.Hash {
@@ -149,18 +161,65 @@ func hashOf(m uint64) crypto.Hash {
 	return 0
 }
 
-func hashByCKM(m uint64) crypto.Hash {
+// digestOf maps a digest mechanism (CKM_SHA*) to its hash.
+func digestOf(m uint64) crypto.Hash {
 	switch m {
-	case ckmSHA1, ckgMGF1SHA1:
+	case ckmSHA1:
 		return crypto.SHA1
-	case ckmSHA256, ckgMGF1SHA256:
+	case ckmSHA256:
 		return crypto.SHA256
-	case ckmSHA384, ckgMGF1SHA384:
+	case ckmSHA384:
 		return crypto.SHA384
-	case ckmSHA512, ckgMGF1SHA512:
+	case ckmSHA512:
 		return crypto.SHA512
 	}
 	return 0
+}
+
+// mgfOf maps a mask generation function (CKG_MGF1_SHA*) to its hash.
+func mgfOf(g uint64) crypto.Hash {
+	switch g {
+	case ckgMGF1SHA1:
+		return crypto.SHA1
+	case ckgMGF1SHA256:
+		return crypto.SHA256
+	case ckgMGF1SHA384:
+		return crypto.SHA384
+	case ckgMGF1SHA512:
+		return crypto.SHA512
+	}
+	return 0
+}
+
+// checkParams checks the parameters of PSS and OAEP when the operation starts, so that no
+// card operation (and no PIN) is spent on parameters that cannot work: the hash and the MGF's
+// hash agree, the salt fits the key, and a hash-and-sign PSS mechanism hashes with the hash
+// its parameters name.
+func checkParams(mech Mechanism, pub *rsa.PublicKey) error {
+	switch mech.Type {
+	case ckmRSAPKCSPSS, ckmSHA256RSAPKCSPSS, ckmSHA384RSAPKCSPSS, ckmSHA512RSAPKCSPSS:
+		p := mech.PSS
+		if p == nil {
+			return RV(ckrMechanismParamInvalid)
+		}
+		h := digestOf(p.Hash)
+		if h == 0 || mgfOf(p.MGF) != h || (mech.Type != ckmRSAPKCSPSS && hashOf(mech.Type) != h) {
+			return RV(ckrMechanismParamInvalid)
+		}
+		if pub != nil && p.SaltLen > uint64((pub.N.BitLen()-1+7)/8-h.Size()-2) {
+			return RV(ckrMechanismParamInvalid)
+		}
+	case ckmRSAPKCSOAEP:
+		p := mech.OAEP
+		if p == nil {
+			return RV(ckrMechanismParamInvalid)
+		}
+		h := digestOf(p.Hash)
+		if h == 0 || mgfOf(p.MGF) != h || p.Source > ckzDataSpecified || (p.Source == 0 && len(p.Label) > 0) {
+			return RV(ckrMechanismParamInvalid)
+		}
+	}
+	return nil
 }
 
 func newHash(h crypto.Hash) hash.Hash {
@@ -211,9 +270,10 @@ func (a *App) begin(ctx context.Context, h uint64, kind int, mech Mechanism, key
 	if err != nil {
 		return err
 	}
-	if s.op != nil {
+	if s.op != nil && !s.op.loggedOut {
 		return RV(ckrOperationActive)
 	}
+	s.endOp() // one C_Logout ended: it no longer holds the session
 	info, ok := mechanisms[mech.Type]
 	if !ok {
 		return RV(ckrMechanismInvalid)
@@ -222,14 +282,8 @@ func (a *App) begin(ctx context.Context, h uint64, kind int, mech Mechanism, key
 	if info.Flags&want == 0 {
 		return RV(ckrMechanismInvalid)
 	}
-	o, err := a.object(ctx, keyHandle)
+	o, err := a.keyObject(ctx, keyHandle)
 	if err != nil {
-		if err == RV(ckrObjectHandleInvalid) {
-			if a.user != ckuUser && a.privateHandle(keyHandle) {
-				return RV(ckrUserNotLoggedIn)
-			}
-			return RV(ckrKeyHandleInvalid)
-		}
 		return err
 	}
 	wantClass := uint64(ckoPrivateKey)
@@ -242,17 +296,51 @@ func (a *App) begin(ctx context.Context, h uint64, kind int, mech Mechanism, key
 	if !keyAccepts(o.key, mech.Type, kind) {
 		return RV(ckrKeyTypeInconsistent)
 	}
-	if (mech.Type == ckmRSAPKCSPSS || mech.Type >= ckmSHA256RSAPKCSPSS && mech.Type <= ckmSHA512RSAPKCSPSS) && mech.PSS == nil ||
-		mech.Type == ckmRSAPKCSOAEP && mech.OAEP == nil {
-		return RV(ckrMechanismParamInvalid)
+	pub, _ := o.key.Public.(*rsa.PublicKey)
+	if err := checkParams(mech, pub); err != nil {
+		return err
 	}
 	op := &operation{kind: kind, mech: mech, key: o.key, hash: hashOf(mech.Type)}
-	op.alwaysAuth = kind != opVerify && o.key.AlwaysAuthenticate(a.srv.cfg.Policy)
+	if kind != opVerify {
+		op.alwaysAuth = o.key.AlwaysAuthenticate(a.srv.cfg.Policy)
+		op.pin = a.takeLoginPIN(op.alwaysAuth)
+	}
 	if op.hash != 0 {
 		op.h = newHash(op.hash)
 	}
 	s.op = op
 	return nil
+}
+
+// keyObject finds a key for an operation: a private key's handle that is hidden because
+// nobody is logged in answers CKR_USER_NOT_LOGGED_IN, any other unknown one
+// CKR_KEY_HANDLE_INVALID.
+func (a *App) keyObject(ctx context.Context, h uint64) (*object, error) {
+	o, err := a.object(ctx, h)
+	if err == RV(ckrObjectHandleInvalid) {
+		if a.user != ckuUser && a.privateHandle(h) {
+			return nil, RV(ckrUserNotLoggedIn)
+		}
+		return nil, RV(ckrKeyHandleInvalid)
+	}
+	return o, err
+}
+
+// loginPINLife is how long the PIN of a C_Login(CKU_USER) may serve a PIN-always key without a
+// context login: OpenSSH signs right after logging in (pin-caching.md §3.3), not minutes later.
+const loginPINLife = 5 * time.Second
+
+// takeLoginPIN hands the PIN of a C_Login(CKU_USER) made just before to the private-key
+// operation starting now, when its key is PIN-always (want), and forgets it either way: it
+// serves the first private-key operation after the login, or none.
+func (a *App) takeLoginPIN(want bool) []byte {
+	pin, at := a.loginPIN, a.loginPINAt
+	a.loginPIN = nil
+	if !want || pin == nil || a.clock().Now().Sub(at) > loginPINLife {
+		clear(pin)
+		return nil
+	}
+	return pin
 }
 
 // privateHandle reports whether h names a private key object, visible or not.
@@ -304,7 +392,7 @@ func (a *App) Sign(ctx context.Context, h uint64, data []byte, capacity int) (si
 		}
 		return nil, n, RV(ckrBufferTooSmall)
 	}
-	s.op = nil
+	defer s.endOp() // after the signature: the operation holds its PIN until then
 	sig, err = a.sign(ctx, op, data)
 	return sig, len(sig), err
 }
@@ -335,7 +423,7 @@ func (a *App) SignFinal(ctx context.Context, h uint64, capacity int) ([]byte, in
 		}
 		return nil, n, RV(ckrBufferTooSmall)
 	}
-	s.op = nil
+	defer s.endOp()
 	op.multipart = false
 	sig, err := a.sign(ctx, op, op.buf)
 	return sig, len(sig), err
@@ -352,13 +440,13 @@ func (a *App) update(s *session, op *operation, part []byte) error {
 	switch op.mech.Type {
 	case ckmEDDSA:
 		if len(op.buf)+len(part) > maxInput {
-			s.op = nil
+			s.endOp()
 			return RV(ckrDataLenRange)
 		}
 		op.buf = append(op.buf, part...)
 		return nil
 	}
-	s.op = nil
+	s.endOp()
 	return RV(ckrFunctionNotSupported) // raw ECDSA and RSA take their input in one part
 }
 
@@ -374,53 +462,27 @@ func (a *App) activeOp(h uint64, kind int) (*session, *operation, error) {
 		return nil, nil, RV(ckrOperationNotInitialized)
 	}
 	if s.op.loggedOut {
-		s.op = nil
+		s.endOp()
 		return nil, nil, RV(ckrUserNotLoggedIn)
 	}
 	return s, s.op, nil
 }
 
-// authorize prepares a private-key operation. A PIN-always key without a context login
-// (needPIN) takes the PIN of a C_Login(CKU_USER) just before, since OpenSSH signs right after
-// logging in without one, or else the middleware's own prompt when it has one; with neither,
-// the operation answers CKR_USER_NOT_LOGGED_IN. Any private-key operation uses that PIN up.
-func (a *App) authorize(t *middleware.Token, k middleware.Key, needPIN bool) error {
-	pin := a.loginPIN
-	a.loginPIN = nil
-	defer wipe(pin) // the token keeps its own copy
-	if !needPIN {
-		return nil
-	}
-	switch {
-	case pin != nil:
-		t.UseLoginPIN(k.Slot, pin)
-	case a.srv.cfg.Prompter == nil:
-		return RV(ckrUserNotLoggedIn)
-	}
-	return nil
-}
-
 // sign produces the signature of data under the operation's mechanism through the middleware.
+// The input is checked and padded first: a signature that cannot be made spends no PIN.
 func (a *App) sign(ctx context.Context, op *operation, data []byte) ([]byte, error) {
-	t, err := a.tokenFor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := a.authorize(t, op.key, op.alwaysAuth && !op.authorized); err != nil {
-		return nil, err
-	}
 	input := data
 	if op.h != nil {
-		if op.multipart {
-			input = op.h.Sum(nil)
-		} else {
+		if !op.multipart {
 			op.h.Write(data)
-			input = op.h.Sum(nil)
 		}
+		input = op.h.Sum(nil)
 	}
 	var block []byte
+	var n int // the ECDSA field size
 	switch pub := op.key.Public.(type) {
 	case *rsa.PublicKey:
+		var err error
 		switch op.mech.Type {
 		case ckmRSAX509:
 			if len(input) > pub.Size() {
@@ -431,37 +493,49 @@ func (a *App) sign(ctx context.Context, op *operation, data []byte) ([]byte, err
 		case ckmRSAPKCS:
 			block, err = rsapad.PKCS1v15Sign(0, input, pub.Size())
 		case ckmRSAPKCSPSS, ckmSHA256RSAPKCSPSS, ckmSHA384RSAPKCSPSS, ckmSHA512RSAPKCSPSS:
-			h := hashByCKM(op.mech.PSS.Hash)
-			if h == 0 || hashByCKM(op.mech.PSS.MGF) != h || op.mech.PSS.SaltLen > 1024 {
-				return nil, RV(ckrMechanismParamInvalid)
-			}
-			block, err = rsapad.PSSSign(rand.Reader, h, input, int(op.mech.PSS.SaltLen), pub.N.BitLen())
+			block, err = rsapad.PSSSign(rand.Reader, digestOf(op.mech.PSS.Hash), input, int(op.mech.PSS.SaltLen), pub.N.BitLen())
 		default:
 			block, err = rsapad.PKCS1v15Sign(op.hash, input, pub.Size())
 		}
 		if err != nil {
 			return nil, RV(ckrDataLenRange)
 		}
-		sig, err := t.Sign(ctx, op.key.Slot, block)
-		return sig, a.cardError(err)
 	case *ecdsa.PublicKey:
-		n := (pub.Curve.Params().BitSize + 7) / 8
+		n = (pub.Curve.Params().BitSize + 7) / 8
 		if len(input) == 0 {
 			return nil, RV(ckrDataLenRange)
 		}
-		if len(input) > n {
-			input = input[:n] // the leftmost bits, as FIPS 186-4 §6.4 truncates
-		}
-		der, err := t.Sign(ctx, op.key.Slot, input)
-		if err != nil {
-			return nil, a.cardError(err)
-		}
-		return rawECDSA(der, n)
+		block = input[:min(len(input), n)] // the leftmost bits, as FIPS 186-4 §6.4 truncates
 	case ed25519.PublicKey:
-		sig, err := t.Sign(ctx, op.key.Slot, input)
-		return sig, a.cardError(err)
+		block = input
+	default:
+		return nil, RV(ckrKeyTypeInconsistent)
 	}
-	return nil, RV(ckrKeyTypeInconsistent)
+	t, err := a.tokenFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.canAuthorize(op.alwaysAuth, op.pin); err != nil {
+		return nil, err
+	}
+	sig, err := t.SignWithPIN(ctx, op.key.Slot, block, op.pin)
+	if err != nil {
+		return nil, a.cardError(err)
+	}
+	if n > 0 {
+		return rawECDSA(sig, n)
+	}
+	return sig, nil
+}
+
+// canAuthorize checks that a PIN-always key's operation can get its PIN: its own (a context
+// login, or the login's just before), or the middleware's prompt. Without either, PKCS #11
+// says CKR_USER_NOT_LOGGED_IN, and the operation ends.
+func (a *App) canAuthorize(always bool, pin []byte) error {
+	if always && pin == nil && a.srv.cfg.Prompter == nil {
+		return RV(ckrUserNotLoggedIn)
+	}
+	return nil
 }
 
 // rawECDSA turns an ASN.1 ECDSA-Sig-Value into r || s, each n bytes (PKCS #11 §2.3.1).
@@ -491,7 +565,7 @@ func (a *App) Verify(h uint64, data, sig []byte) error {
 	if err != nil {
 		return err
 	}
-	s.op = nil
+	defer s.endOp()
 	if op.h != nil {
 		op.h.Write(data)
 		data = op.h.Sum(nil)
@@ -518,7 +592,7 @@ func (a *App) VerifyFinal(h uint64, sig []byte) error {
 	if err != nil {
 		return err
 	}
-	s.op = nil
+	defer s.endOp() // it wipes op.buf
 	data := op.buf
 	if op.h != nil {
 		data = op.h.Sum(nil)
@@ -537,18 +611,17 @@ func verify(op *operation, data, sig []byte) error {
 		case ckmRSAPKCS:
 			err = rsa.VerifyPKCS1v15(pub, 0, data, sig)
 		case ckmRSAX509:
-			m := new(big.Int).Exp(new(big.Int).SetBytes(sig), big.NewInt(int64(pub.E)), pub.N)
+			if len(data) > pub.Size() {
+				return RV(ckrDataLenRange)
+			}
 			want := make([]byte, pub.Size())
 			copy(want[pub.Size()-len(data):], data)
-			if string(m.FillBytes(make([]byte, pub.Size()))) != string(want) {
+			if m := publicOp(pub, sig); m == nil || !bytes.Equal(m, want) {
 				err = errors.New("mismatch")
 			}
 		case ckmRSAPKCSPSS, ckmSHA256RSAPKCSPSS, ckmSHA384RSAPKCSPSS, ckmSHA512RSAPKCSPSS:
-			h := hashByCKM(op.mech.PSS.Hash)
-			if h == 0 {
-				return RV(ckrMechanismParamInvalid)
-			}
-			err = rsa.VerifyPSS(pub, h, data, sig, &rsa.PSSOptions{SaltLength: int(op.mech.PSS.SaltLen), Hash: h})
+			// The salt is exactly as long as the parameters say (checkParams bounded it).
+			err = rsapad.PSSVerify(digestOf(op.mech.PSS.Hash), data, publicOp(pub, sig), int(op.mech.PSS.SaltLen), pub.N.BitLen())
 		default:
 			err = rsa.VerifyPKCS1v15(pub, op.hash, data, sig)
 		}
@@ -581,6 +654,16 @@ func verify(op *operation, data, sig []byte) error {
 	return RV(ckrKeyTypeInconsistent)
 }
 
+// publicOp is the raw RSA public-key operation on a signature of the modulus' size, as
+// pub.Size() bytes; nil when the signature is not below the modulus.
+func publicOp(pub *rsa.PublicKey, sig []byte) []byte {
+	m := new(big.Int).SetBytes(sig)
+	if m.Cmp(pub.N) >= 0 {
+		return nil
+	}
+	return m.Exp(m, big.NewInt(int64(pub.E)), pub.N).FillBytes(make([]byte, pub.Size()))
+}
+
 // DecryptInit is C_DecryptInit.
 func (a *App) DecryptInit(ctx context.Context, h uint64, mech Mechanism, key uint64) error {
 	a.mu.Lock()
@@ -588,9 +671,10 @@ func (a *App) DecryptInit(ctx context.Context, h uint64, mech Mechanism, key uin
 	return a.begin(ctx, h, opDecrypt, mech, key)
 }
 
-// Decrypt is C_Decrypt: the card's raw RSA operation, then the padding removed on the host.
-// The output length is known only after decryption, so a size query decrypts once and keeps
-// the result for the call with a buffer.
+// Decrypt is C_Decrypt: the card's raw RSA operation, then the padding removed on the host. A
+// size query answers the modulus size, which bounds every plaintext, without using the key.
+// When the buffer given is too small for the actual plaintext, the plaintext is kept for the
+// call with a larger buffer, which must pass the same ciphertext.
 func (a *App) Decrypt(ctx context.Context, h uint64, ct []byte, capacity int) ([]byte, int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -599,54 +683,58 @@ func (a *App) Decrypt(ctx context.Context, h uint64, ct []byte, capacity int) ([
 		return nil, 0, err
 	}
 	pub := op.key.Public.(*rsa.PublicKey)
-	if op.buf == nil {
-		if len(ct) != pub.Size() {
-			s.op = nil
-			return nil, 0, RV(ckrEncryptedDataLenRange)
-		}
-		t, err := a.tokenFor(ctx)
-		if err != nil {
-			s.op = nil
-			return nil, 0, err
-		}
-		if err := a.authorize(t, op.key, op.alwaysAuth && !op.authorized); err != nil {
-			s.op = nil
-			return nil, 0, err
-		}
-		em, err := t.Decrypt(ctx, op.key.Slot, ct)
-		if err != nil {
-			s.op = nil
-			return nil, 0, a.cardError(err)
-		}
-		var pt []byte
-		switch op.mech.Type {
-		case ckmRSAX509:
-			pt = em
-		case ckmRSAPKCSOAEP:
-			hh := hashByCKM(op.mech.OAEP.Hash)
-			if hh == 0 || hashByCKM(op.mech.OAEP.MGF) != hh {
-				s.op = nil
-				return nil, 0, RV(ckrMechanismParamInvalid)
-			}
-			pt, err = rsapad.OAEPDecrypt(hh, op.mech.OAEP.Label, em)
-		default:
-			pt, err = rsapad.PKCS1v15Decrypt(em)
-		}
-		if err != nil {
-			s.op = nil
-			return nil, 0, RV(ckrEncryptedDataInvalid)
-		}
-		op.buf = pt
+	if len(ct) != pub.Size() {
+		s.endOp()
+		return nil, 0, RV(ckrEncryptedDataLenRange)
 	}
-	n := len(op.buf)
-	if capacity < n {
-		if capacity == 0 {
-			return nil, n, nil
+	if capacity == 0 {
+		return nil, pub.Size(), nil
+	}
+	if op.ct == nil || !bytes.Equal(op.ct, ct) {
+		clear(op.buf)
+		pt, err := a.decrypt(ctx, op, ct)
+		if err != nil {
+			s.endOp()
+			return nil, 0, err
 		}
+		op.buf, op.ct = pt, slices.Clone(ct)
+	}
+	if n := len(op.buf); capacity < n {
 		return nil, n, RV(ckrBufferTooSmall)
 	}
-	s.op = nil
-	return op.buf, n, nil
+	pt := op.buf
+	op.buf = nil // the caller's now
+	s.endOp()
+	return pt, len(pt), nil
+}
+
+// decrypt runs the card's RSA operation on ct and removes the mechanism's padding.
+func (a *App) decrypt(ctx context.Context, op *operation, ct []byte) ([]byte, error) {
+	t, err := a.tokenFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.canAuthorize(op.alwaysAuth, op.pin); err != nil {
+		return nil, err
+	}
+	em, err := t.DecryptWithPIN(ctx, op.key.Slot, ct, op.pin)
+	if err != nil {
+		return nil, a.cardError(err)
+	}
+	var pt []byte
+	switch op.mech.Type {
+	case ckmRSAX509:
+		return em, nil
+	case ckmRSAPKCSOAEP:
+		pt, err = rsapad.OAEPDecrypt(digestOf(op.mech.OAEP.Hash), op.mech.OAEP.Label, em)
+	default:
+		pt, err = rsapad.PKCS1v15Decrypt(em)
+	}
+	clear(em)
+	if err != nil {
+		return nil, RV(ckrEncryptedDataInvalid)
+	}
+	return pt, nil
 }
 
 // DigestInit is C_DigestInit: hashing on the host.
@@ -657,10 +745,11 @@ func (a *App) DigestInit(h uint64, mech Mechanism) error {
 	if err != nil {
 		return err
 	}
-	if s.op != nil {
+	if s.op != nil && !s.op.loggedOut {
 		return RV(ckrOperationActive)
 	}
-	hh := hashByCKM(mech.Type)
+	s.endOp()
+	hh := digestOf(mech.Type)
 	if hh == 0 {
 		return RV(ckrMechanismInvalid)
 	}
@@ -683,7 +772,7 @@ func (a *App) Digest(h uint64, data []byte, capacity int) ([]byte, int, error) {
 		}
 		return nil, n, RV(ckrBufferTooSmall)
 	}
-	s.op = nil
+	s.endOp()
 	op.h.Write(data)
 	return op.h.Sum(nil), n, nil
 }
@@ -715,7 +804,7 @@ func (a *App) DigestFinal(h uint64, capacity int) ([]byte, int, error) {
 		}
 		return nil, n, RV(ckrBufferTooSmall)
 	}
-	s.op = nil
+	s.endOp()
 	return op.h.Sum(nil), n, nil
 }
 
@@ -840,8 +929,14 @@ func (a *App) GenerateKeyPair(ctx context.Context, h uint64, mech Mechanism, pub
 
 // hexKey decodes a security officer's PIN: the management key in hex.
 func hexKey(pin []byte) ([]byte, error) {
-	k, err := hex.DecodeString(string(pin))
-	if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+	switch len(pin) {
+	case 32, 48, 64:
+	default:
+		return nil, errors.New("not a management key")
+	}
+	k := make([]byte, len(pin)/2)
+	if _, err := hex.Decode(k, pin); err != nil { // no string copy of the key to linger
+		clear(k)
 		return nil, errors.New("not a management key")
 	}
 	return k, nil
