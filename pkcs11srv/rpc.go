@@ -1,13 +1,14 @@
 package pkcs11srv
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
+	"time"
 
 	"tokenlab/internal/unixsock"
 	"tokenlab/pkcs11srv/p11rpc"
@@ -31,14 +32,28 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var backoff time.Duration
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return err
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of descriptors, or a connection aborted before it was accepted: the
+			// listener is still good. Wait a little, as net/http does, and go on.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.cfg.Log.Warn("pkcs11: accept failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
 		}
+		backoff = 0
 		cr, err := unixsock.Peer(c)
 		if err != nil {
 			s.cfg.Log.Warn("pkcs11: refused a connection", "err", err)
@@ -65,13 +80,25 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser, name stri
 	defer rw.Close()
 	stop := context.AfterFunc(ctx, func() { rw.Close() })
 	defer stop()
+	if c, ok := rw.(interface{ SetDeadline(time.Time) error }); ok {
+		// A peer that connects and says nothing must not hold a goroutine for ever.
+		c.SetDeadline(time.Now().Add(handshakeTimeout))
+		defer c.SetDeadline(time.Time{})
+	}
 	proto, err := p11rpc.ServerHandshake(rw)
 	if err != nil {
 		return err
 	}
+	if c, ok := rw.(interface{ SetDeadline(time.Time) error }); ok {
+		c.SetDeadline(time.Time{})
+	}
 	app := s.NewApp(name)
-	defer app.Close(context.Background())
 	ctx, cancel := context.WithCancel(ctx)
+	// At the end, in this order: waiting calls are cancelled, they finish, and then the
+	// application closes (its login ends as its policy says).
+	var wg sync.WaitGroup
+	defer app.Close(context.Background())
+	defer wg.Wait()
 	defer cancel()
 
 	var wmu sync.Mutex
@@ -86,12 +113,10 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser, name stri
 	// block for as long as the card stays put, is served on a goroutine of its own, so a
 	// thread waiting for an event never holds up the other threads of its application.
 	sem := make(chan struct{}, maxWaiting)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	failed := make(chan error, 1)
-	br := bufio.NewReader(rw) // a request is usually one read, not two
+	fr := p11rpc.NewFrameReader(rw, 0) // a request is usually one read, not two
 	for {
-		f, err := p11rpc.ReadFrame(br, 0)
+		f, err := fr.ReadFrame()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -108,7 +133,14 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser, name stri
 		default:
 		}
 		if req.Call != p11rpc.CallWaitForSlotEvent {
-			if err := reply(f.Code, s.dispatch(ctx, app, req, proto)); err != nil {
+			body, err := s.dispatch(ctx, app, req, proto)
+			if carriesPIN(req.Call) {
+				clear(f.Body)
+			}
+			if err != nil {
+				return err
+			}
+			if err := reply(f.Code, body); err != nil {
 				return err
 			}
 			continue
@@ -125,20 +157,50 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser, name stri
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			body := s.dispatch(ctx, app, req, proto)
-			if err := reply(f.Code, body); err != nil {
+			body, err := s.dispatch(ctx, app, req, proto)
+			if err == nil {
+				err = reply(f.Code, body)
+			}
+			if err != nil {
 				select {
 				case failed <- err:
 				default:
 				}
 				cancel()
+				rw.Close() // wakes the reading loop
 			}
 		}()
 	}
 }
 
+// handshakeTimeout bounds the wait for a new connection's handshake.
+const handshakeTimeout = 10 * time.Second
+
+// carriesPIN reports whether a call's arguments hold a PIN, wiped once the call is done.
+func carriesPIN(c p11rpc.Call) bool {
+	switch c {
+	case p11rpc.CallLogin, p11rpc.CallLoginUser, p11rpc.CallInitPIN, p11rpc.CallSetPIN, p11rpc.CallInitToken, p11rpc.CallInitToken2:
+		return true
+	}
+	return false
+}
+
 // dispatch runs one call and returns the reply body: the call's response, or an ERROR message.
-func (s *Server) dispatch(ctx context.Context, app *App, req *p11rpc.Request, proto p11rpc.Protocol) []byte {
+//
+// A handler that panics is a bug: the call answers CKR_GENERAL_ERROR, and the error returned
+// closes the connection, as its application's state can no longer be trusted; the other
+// connections go on.
+func (s *Server) dispatch(ctx context.Context, app *App, req *p11rpc.Request, proto p11rpc.Protocol) (body []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.cfg.Log.Error("pkcs11: a call panicked", "call", req.Call, "app", app.name, "panic", r, "stack", string(debug.Stack()))
+			body, err = p11rpc.ErrorBody(ckrGeneralError), fmt.Errorf("call %v panicked: %v", req.Call, r)
+		}
+	}()
+	return s.call(ctx, app, req, proto), nil
+}
+
+func (s *Server) call(ctx context.Context, app *App, req *p11rpc.Request, proto p11rpc.Protocol) []byte {
 	h, ok := handlers[req.Call]
 	if !ok {
 		return p11rpc.ErrorBody(ckrFunctionNotSupported)
@@ -422,7 +484,7 @@ var handlers = map[p11rpc.Call]handler{
 		if err := args(req, &h, &user, &pin); err != nil {
 			return err
 		}
-		defer wipe(pin)
+		defer clear(pin)
 		return app.Login(ctx, h, user, pin)
 	},
 	p11rpc.CallLogout: func(ctx context.Context, app *App, req *p11rpc.Request, resp *p11rpc.Response) error {
