@@ -207,6 +207,17 @@ func (t *Token) removed() {
 	}
 }
 
+// CardRemoved tells the token that its card left the reader, for callers that watch the reader
+// (the PKCS#11 server's slot watcher, the lab): the policy's reaction to a removal happens now,
+// as a middleware that watches the reader does it, not at the next use of the card.
+func (t *Token) CardRemoved() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed && t.conn != nil {
+		t.removed()
+	}
+}
+
 // reconnect connects again after a removal; the same card may be back. With
 // ReverifyOnReinsert, a PIN the application still has is presented without asking.
 func (t *Token) reconnect(ctx context.Context) error {

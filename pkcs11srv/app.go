@@ -151,6 +151,7 @@ func (a *App) watch(stop chan struct{}, ch <-chan struct{}) {
 		close(a.eventCh) // wake the application's C_WaitForSlotEvent, after the flag is set
 		a.eventCh = make(chan struct{})
 		if a.token != nil && (!a.srv.cfg.Reader.Present() || a.srv.cfg.Reader.Removals() != a.removals) {
+			a.token.CardRemoved() // the policy's removal reaction (caches cleared or kept) comes first
 			a.closeToken(context.Background(), "card removed")
 		}
 		a.mu.Unlock()

@@ -412,3 +412,25 @@ func TestVerifyEdDSAInParts(t *testing.T) {
 		rv(t, "VerifyFinal", a.VerifyFinal(s, c.sig), c.want)
 	}
 }
+
+// A removal ends single logon at once, as the middleware watching the reader does (SafeNet:
+// "remains logged on as long as it remains connected"): the next application is asked again,
+// even though no application used the card between the removal and the re-insertion.
+func TestRemovalEndsSingleLogon(t *testing.T) {
+	answers := prompt.NewScript(prompt.Answer{PIN: "123456"}, prompt.Answer{PIN: "123456"})
+	f := newFixture(t, "safenet-single-logon", answers)
+	ctx := context.Background()
+	a := f.app("forticlient")
+	rv(t, "login", a.Login(ctx, f.open(a, false), ckuUser, nil), ckrOK)
+	f.dev.Card.Remove()
+	waitFor(t, func() bool { _, err := a.WaitForSlotEvent(ctx, ckfDontBlock); return err == nil })
+	f.dev.Card.Insert()
+	if f.rec.Count("forticlient", middleware.EventCacheCleared) == 0 {
+		t.Error("the removal did not clear the single-logon cache")
+	}
+	b := f.app("forticlient-again")
+	rv(t, "login after re-insertion", b.Login(ctx, f.open(b, false), ckuUser, nil), ckrOK)
+	if n := len(answers.Requests()); n != 2 {
+		t.Errorf("%d prompts, want 2: the single logon survived the removal", n)
+	}
+}
