@@ -149,3 +149,63 @@ func FuzzRequest(f *testing.F) {
 		}
 	})
 }
+
+// slowServer answers every request with status 0 and the request's argument, 30 ms late.
+func slowServer(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "slow.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					b, err := readMessage(c)
+					if err != nil {
+						return
+					}
+					time.Sleep(30 * time.Millisecond)
+					if writeMessage(c, statusOK, b[1:]) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return path
+}
+
+// A request that times out leaves its answer on the way; the connection must not take it for
+// the answer to the next request.
+func TestTimeoutClosesConnection(t *testing.T) {
+	path := slowServer(t)
+	for i := range 20 {
+		k, err := Dial(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		_, err1 := k.Transmit(ctx, []byte{0x00, 0x20, 0x00, 0x80, 0x01})
+		cancel()
+		if err1 == nil {
+			t.Fatalf("#%d: a 10 ms deadline on a 30 ms server did not expire", i)
+		}
+		second := []byte{0x00, 0x87, 0x11, 0x9C, 0x02}
+		out, err2 := k.Transmit(context.Background(), second)
+		k.Close()
+		if err2 == nil {
+			t.Fatalf("#%d: the connection was used again after a timeout and answered % X (to % X)", i, out, second)
+		}
+		if !errors.Is(err2, context.DeadlineExceeded) {
+			t.Errorf("#%d: the next call failed with %v; want it to name the earlier timeout", i, err2)
+		}
+	}
+}
