@@ -209,3 +209,57 @@ func TestTimeoutClosesConnection(t *testing.T) {
 		}
 	}
 }
+
+// waitingCard is a card whose Begin waits, as behind another host's transaction, until the
+// request's context ends, and reports that end.
+type waitingCard struct{ abandoned chan error }
+
+func (w *waitingCard) Dial(context.Context) (apdu.Transactor, error) { return w, nil }
+func (w *waitingCard) Present() bool                                 { return true }
+func (w *waitingCard) Removals() uint64                              { return 0 }
+func (w *waitingCard) Transmit(context.Context, []byte) ([]byte, error) {
+	return []byte{0x90, 0x00}, nil
+}
+func (w *waitingCard) End(apdu.Disposition) error { return nil }
+func (w *waitingCard) Close() error               { return nil }
+func (w *waitingCard) Begin(ctx context.Context) error {
+	<-ctx.Done()
+	w.abandoned <- ctx.Err()
+	return ctx.Err()
+}
+
+// A host that hangs up while its Begin waits for the card takes its request with it: the
+// server stops waiting on its behalf, while the server itself goes on.
+func TestHangUpAbandonsWaitingRequest(t *testing.T) {
+	card := &waitingCard{abandoned: make(chan error, 1)}
+	path := filepath.Join(t.TempDir(), "card.sock")
+	ln, err := unixsock.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { (&Server{Card: card}).Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	raw, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMessage(raw, opBegin, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // let the request reach Begin
+	raw.Close()
+	select {
+	case err := <-card.abandoned:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the waiting Begin ended with %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the server still waits for the card on behalf of a host that hung up")
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the server's own context ended")
+	}
+}
