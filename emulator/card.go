@@ -74,6 +74,8 @@ type Card struct {
 	present bool
 	gen     uint64        // removals so far; a connection made before a removal is stale
 	changed chan struct{} // closed at the next removal or insertion
+
+	afterBegin func() // tests: runs when Begin has taken the card
 }
 
 // New returns a powered card, present in its reader, with the given ATR and applets. No applet
@@ -120,11 +122,20 @@ func (c *Card) reset() {
 	c.pending = nil
 }
 
-// process handles one command APDU; a malformed APDU is answered 6700, never an error. The
-// caller holds the transaction token (see conn.go).
-func (c *Card) process(ctx context.Context, command []byte) []byte {
+// process handles one command APDU of connection k (nil: the reader's own host); a malformed
+// APDU is answered 6700, never an error. The caller holds the transaction token (see conn.go).
+// Presence is checked under the card's lock: a removal either comes after the command or
+// refuses it, never runs through it.
+func (c *Card) process(ctx context.Context, k *Conn, command []byte) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.check(k); err != nil {
+		return nil, err
+	}
+	return c.processLocked(ctx, command), nil
+}
+
+func (c *Card) processLocked(ctx context.Context, command []byte) []byte {
 	// The command lives in the card, not on the stack: passed to an applet through an
 	// interface it would escape, one allocation per APDU on the signing path.
 	var err error
