@@ -147,8 +147,9 @@ func TestLogRedactsData(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go (&Link{Addr: r.ln.Addr().String(), Card: d.Card, Log: log}).Run(ctx)
+	done := make(chan struct{})
+	go func() { (&Link{Addr: r.ln.Addr().String(), Card: d.Card, Log: log}).Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
 	r.accept()
 	r.send(0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08)
 	r.recv()
@@ -157,6 +158,7 @@ func TestLogRedactsData(t *testing.T) {
 		t.Fatalf("VERIFY answered % X", rsp)
 	}
 	cancel()
+	<-done // the link logs until Run returns
 	out := buf.String()
 	for _, secret := range []string{"31 32 33", "313233", "123456"} {
 		if strings.Contains(out, secret) {
