@@ -49,6 +49,22 @@ func (c *Card) transmit(ctx context.Context, k *Conn, command []byte) ([]byte, e
 	return c.process(ctx, k, command)
 }
 
+// ReaderReset is a reset, power-on or power-off that the reader applies for its host, as pcscd
+// does through vpcd. Like that host's commands it waits while a connection holds a transaction,
+// so it never lands in the middle of another host's; if ctx ends first it returns ctx's error
+// and leaves the card as it was. PowerOn, PowerOff and Reset, by contrast, act at once, as a
+// power cut does.
+func (c *Card) ReaderReset(ctx context.Context) error {
+	select {
+	case c.tx <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.tx }()
+	c.reset()
+	return nil
+}
+
 // check reports whether the card is present for connection k (nil: any host).
 func (c *Card) check(k *Conn) error {
 	c.state.Lock()

@@ -178,3 +178,37 @@ func TestBeginRacesRemove(t *testing.T) {
 		k.End(apdu.LeaveCard)
 	}
 }
+
+// The reader's reset waits for another host's transaction instead of wiping its security
+// status in the middle of it.
+func TestReaderResetWaitsForTransaction(t *testing.T) {
+	c, piv, _ := newTestCard()
+	ctx := context.Background()
+	k := c.Connect()
+	if err := k.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k.Transmit(ctx, selectPIV)
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := c.ReaderReset(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ReaderReset during a transaction: %v, want to wait until the deadline", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.ReaderReset(ctx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the reader's reset went through another host's transaction (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if out, _ := k.Transmit(ctx, []byte{0x00, 0x01, 0x00, 0x01}); string(out[len(out)-2:]) != "\x90\x00" || piv.deselects != 0 {
+		t.Errorf("inside the transaction: % X, %d deselects; want the applet still selected", out, piv.deselects)
+	}
+	k.End(apdu.LeaveCard)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if piv.deselects != 1 {
+		t.Errorf("after the transaction the reset deselected %d times, want 1", piv.deselects)
+	}
+}
