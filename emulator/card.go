@@ -30,6 +30,13 @@ type Applet interface {
 	Bypassed()
 }
 
+// Resetter is implemented by an applet whose volatile state outlives its deselection but not a
+// reset of the card, such as a YubiKey's cached touch: the runtime calls CardReset at every
+// reset, power-on, power-off and removal, whether the applet is selected or not.
+type Resetter interface {
+	CardReset()
+}
+
 // Limits of the runtime.
 const (
 	// MinSelectAID is the shortest AID prefix SELECT accepts (a registered application provider id).
@@ -117,6 +124,11 @@ func (c *Card) reset() {
 	if c.selected != nil {
 		c.selected.Deselect()
 		c.selected = nil
+	}
+	for _, a := range c.applets {
+		if r, ok := a.(Resetter); ok {
+			r.CardReset()
+		}
 	}
 	c.chaining, c.chainData = false, nil
 	c.pending = nil

@@ -62,11 +62,11 @@ type Applet struct {
 
 	// Volatile security status, dropped on deselect, reset and power-off.
 	pinVerified  bool
-	pinFresh     bool   // the previous command was a successful VERIFY (PIN-always keys)
-	mgmAuthed    bool   // card management key authenticated
-	mgmWitness   []byte // plaintext of the witness sent in step one of mutual authentication
-	mgmChallenge []byte // challenge sent for external authentication (7C 02 81 00)
-	lastTouch    time.Time
+	pinFresh     bool      // the previous command was a successful VERIFY (PIN-always keys)
+	mgmAuthed    bool      // card management key authenticated
+	mgmWitness   []byte    // plaintext of the witness sent in step one of mutual authentication
+	mgmChallenge []byte    // challenge sent for external authentication (7C 02 81 00)
+	lastTouch    time.Time // the last touch, for TouchPolicyCached; zero after a reset
 }
 
 // persistent is the applet's durable state. Updates go through update, which copies it, lets a
@@ -172,6 +172,10 @@ func (a *Applet) Deselect() {
 	a.pinVerified, a.pinFresh, a.mgmAuthed = false, false, false
 	a.mgmWitness, a.mgmChallenge = nil, nil
 }
+
+// CardReset implements emulator.Resetter: a touch is cached for the powered card only, and
+// survives the selection of another application but not a reset.
+func (a *Applet) CardReset() { a.lastTouch = time.Time{} }
 
 // Bypassed implements emulator.Applet: a command the applet did not see still ends a fresh
 // VERIFY and a pending management-key witness or challenge.
