@@ -506,3 +506,20 @@ func (e *emptyApplet) Bypassed() {}
 func (e *emptyApplet) Process(_ context.Context, _ *apdu.Command, rsp []byte) ([]byte, apdu.StatusWord) {
 	return rsp, apdu.SWInstructionNotSupported
 }
+
+// From firmware 5.7 a new PUK is 7-bit ASCII. Like a short new PIN, a PUK that is not is
+// refused only once the old PUK has been checked: a wrong old PUK costs its try first.
+func TestNewPUKIsASCIIFrom57(t *testing.T) {
+	const highByte = "00 24 00 81 10 31 32 33 34 35 36 37 38 31 32 33 34 35 36 37 F0"
+	k := newCard(t, "5.7.1", piv.AES192)
+	k.expect(
+		"00 24 00 81 10 39 39 39 39 39 39 39 39 31 32 33 34 35 36 37 F0", "63C2", // wrong old PUK
+		highByte, "6A80",
+		"00 24 00 81 10 31 32 33 34 35 36 37 38 38 37 36 35 34 33 32 31", "9000", // old PUK unchanged, tries restored
+	)
+	if st := k.pv.Status(); st.PUKRetries != st.PUKMaxRetries {
+		t.Errorf("PUK tries %d of %d after the right old PUK", st.PUKRetries, st.PUKMaxRetries)
+	}
+	k = newCard(t, "5.4.3", piv.TDES)
+	k.expect(highByte, "9000") // before 5.7 any byte goes
+}
