@@ -67,6 +67,14 @@ func (d *Device) AttestationRoot() []byte {
 	return b
 }
 
+// Failed returns the save error that stopped the card, or nil. A stopped card answers its PIV
+// commands 6581 until it is opened again from its state directory, which holds the truth.
+func (d *Device) Failed() error {
+	var err error
+	d.Card.Exclusive(func() { err = d.PIV.Failed() })
+	return err
+}
+
 // formFactor is what the device reports in its attestations and device info: USB-A keychain.
 const formFactor = 0x01
 

@@ -155,3 +155,49 @@ func FuzzLoad(f *testing.F) {
 		_ = d.PIV.Status()
 	})
 }
+
+// A save that fails after the document was replaced (here: the counters file cannot be
+// opened) leaves the change on disk. The card must not go on with the old state in memory:
+// it stops, and the state directory decides what the card is after a restart.
+func TestFailedSaveStopsTheCard(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "card")
+	d, err := Init(dir, Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if d, err = Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctr := filepath.Join(dir, state.CountersFile)
+	os.Rename(ctr, ctr+".saved")
+	os.Symlink("elsewhere", ctr) // refused (O_NOFOLLOW) when the save opens it
+	c := pivclient.New(d.Card)
+	c.Select(ctx)
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey); err != nil {
+		t.Fatal(err)
+	}
+	newKey := []byte("0123456789abcdef01234567")
+	if err := c.SetManagementKey(ctx, pivclient.AlgAES192, newKey, false); err == nil {
+		t.Fatal("SET MANAGEMENT KEY succeeded with a failing save")
+	}
+	if d.Failed() == nil {
+		t.Error("the card does not report its failure")
+	}
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey); err == nil {
+		t.Error("the old management key still works in memory after the failed save")
+	}
+	d.Close()
+	os.Remove(ctr)
+	os.Rename(ctr+".saved", ctr)
+	if d, err = Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c = pivclient.New(d.Card)
+	c.Select(ctx)
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, newKey); err != nil {
+		t.Errorf("after a restart the card is what its state directory holds: %v", err)
+	}
+}
