@@ -158,6 +158,14 @@ func Open(dir string, touch piv.TouchFunc) (*Device, error) {
 		sd.Close()
 		return nil, fmt.Errorf("state: %s/%s: %w", dir, state.CardFile, err)
 	}
+	if sd.Migrating() {
+		// A card of an older schema is rewritten before its first command: its counters could
+		// otherwise change in the counters file alone, which an older binary does not read.
+		if err := sd.Save(d.document(d.PIV.State())); err != nil {
+			sd.Close()
+			return nil, fmt.Errorf("state: %s: migrating to schema %d: %w", dir, state.SchemaVersion, err)
+		}
+	}
 	return d, nil
 }
 

@@ -94,7 +94,8 @@ func TestLoadErrors(t *testing.T) {
 		field string
 	}{
 		{"version", func(c *state.Card) { c.Version = "5.7" }, "version"},
-		{"serial", func(c *state.Card) { c.Serial = 0 }, "serial"},
+		// Another serial makes the counters file another card's; that file is named.
+		{"serial", func(c *state.Card) { c.Serial = 0 }, "not of card 0"},
 		{"atr", func(c *state.Card) { c.ATR = nil }, "atr"},
 		{"pin retries", func(c *state.Card) { c.PIV.PIN.Retries = 9 }, "piv.pin.retries"},
 		{"pin value", func(c *state.Card) { c.PIV.PIN.Value = c.PIV.PIN.Value[:4] }, "piv.pin.value"},
@@ -122,8 +123,12 @@ func TestLoadErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := Read(dir)
-			if err == nil || !strings.Contains(err.Error(), tt.field) || !strings.Contains(err.Error(), state.CardFile) {
-				t.Errorf("Read: %v\nwant an error naming %s and %q", err, state.CardFile, tt.field)
+			file := state.CardFile
+			if tt.name == "serial" {
+				file = state.CountersFile
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.field) || !strings.Contains(err.Error(), file) {
+				t.Errorf("Read: %v\nwant an error naming %s and %q", err, file, tt.field)
 			}
 			if _, err := Open(dir, nil); err == nil {
 				t.Error("Open accepted what Read rejected")
@@ -199,5 +204,63 @@ func TestFailedSaveStopsTheCard(t *testing.T) {
 	c.Select(ctx)
 	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, newKey); err != nil {
 		t.Errorf("after a restart the card is what its state directory holds: %v", err)
+	}
+}
+
+// A card of schema 1 (an older binary's) is migrated when it is opened: a schema 2 document and
+// its counters file, the counters first. Its counters then never change in the counters file
+// alone beside a document an older binary would read as it is.
+func TestOpenMigratesSchemaOne(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "card")
+	d, err := Init(dir, Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	doc := filepath.Join(dir, state.CardFile)
+	b, _ := os.ReadFile(doc)
+	os.WriteFile(doc, []byte(strings.Replace(string(b), `"schema": 2`, `"schema": 1`, 1)), 0o600)
+	os.Remove(filepath.Join(dir, state.CountersFile))
+
+	if d, err = Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := pivclient.New(d.Card)
+	c.Select(ctx)
+	c.VerifyPIN(ctx, []byte("000000"))
+	c.VerifyPIN(ctx, []byte("000000"))
+	d.Close()
+	var onDisk struct {
+		Schema int `json:"schema"`
+	}
+	b, _ = os.ReadFile(doc)
+	json.Unmarshal(b, &onDisk)
+	if onDisk.Schema != state.SchemaVersion {
+		t.Errorf("after opening and two VERIFYs the document is of schema %d, want %d", onDisk.Schema, state.SchemaVersion)
+	}
+	if st, err := Read(dir); err != nil || st.PIV.Status().PINRetries != 1 {
+		t.Errorf("after two wrong PINs: %v", err)
+	}
+}
+
+// card init --force replaces a card whose counters file is damaged, without reading it.
+func TestInitForceOverDamagedCounters(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "card")
+	d, err := Init(dir, Options{Serial: 1}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	os.WriteFile(filepath.Join(dir, state.CountersFile), []byte("junk"), 0o600)
+	if _, err := Open(dir, nil); err == nil || !strings.Contains(err.Error(), state.CountersFile) {
+		t.Errorf("opening a card with damaged counters: %v, want an error naming the file", err)
+	}
+	if d, err = Init(dir, Options{Serial: 1}, true); err != nil {
+		t.Fatalf("init --force over damaged counters: %v", err)
+	}
+	d.Close()
+	if d, err = Read(dir); err != nil || d.PIV.Status().PINRetries != piv.DefaultPINRetries {
+		t.Errorf("the new card: %v", err)
 	}
 }
