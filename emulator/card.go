@@ -250,12 +250,7 @@ func (c *Card) selectApplet(cmd *apdu.Command) ([]byte, apdu.StatusWord) {
 
 // respond limits the response to what the command allows and keeps the rest for GET RESPONSE.
 func (c *Card) respond(cmd *apdu.Command, data []byte, sw apdu.StatusWord) []byte {
-	limit := chunk
-	if cmd.Extended && cmd.Ne > chunk {
-		limit = min(cmd.Ne, maxResponseData)
-	} else if cmd.Ne > 0 {
-		limit = min(cmd.Ne, chunk)
-	}
+	limit := responseLimit(cmd)
 	if len(data) <= limit {
 		return appendSW(make([]byte, 0, len(data)+2), data, sw)
 	}
@@ -269,13 +264,7 @@ func (c *Card) getResponse(cmd *apdu.Command) []byte {
 		c.bypass()
 		return status(apdu.SWIncorrectP1P2)
 	}
-	limit := chunk
-	if cmd.Extended && cmd.Ne > chunk {
-		limit = min(cmd.Ne, maxResponseData)
-	} else if cmd.Ne > 0 {
-		limit = min(cmd.Ne, chunk)
-	}
-	n := min(limit, len(c.pending))
+	n := min(responseLimit(cmd), len(c.pending))
 	out := make([]byte, 0, n+2)
 	out = append(out, c.pending[:n]...)
 	c.pending = c.pending[n:]
@@ -285,6 +274,18 @@ func (c *Card) getResponse(cmd *apdu.Command) []byte {
 	sw := c.pendingSW
 	c.pending = nil
 	return appendSW(out, nil, sw)
+}
+
+// responseLimit is how much response data cmd may receive at once: its Ne, at most 256 bytes
+// in a short APDU or without Le, at most what vpcd can carry in an extended one.
+func responseLimit(cmd *apdu.Command) int {
+	switch {
+	case cmd.Extended && cmd.Ne > chunk:
+		return min(cmd.Ne, maxResponseData)
+	case cmd.Ne > 0:
+		return min(cmd.Ne, chunk)
+	}
+	return chunk
 }
 
 // bypass abandons pending responses and chains, and tells the selected applet that a command

@@ -2,6 +2,7 @@ package piv
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"testing"
@@ -71,21 +72,9 @@ func send(t *testing.T, c *emulator.Card, h string) apdu.StatusWord {
 
 func mustHex(t *testing.T, h string) []byte {
 	t.Helper()
-	b := make([]byte, len(h)/2)
-	for i := range b {
-		var v byte
-		for _, ch := range h[2*i : 2*i+2] {
-			v <<= 4
-			switch {
-			case ch >= '0' && ch <= '9':
-				v |= byte(ch - '0')
-			case ch >= 'A' && ch <= 'F':
-				v |= byte(ch - 'A' + 10)
-			default:
-				t.Fatalf("bad hex %q", h)
-			}
-		}
-		b[i] = v
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		t.Fatalf("bad hex %q: %v", h, err)
 	}
 	return b
 }

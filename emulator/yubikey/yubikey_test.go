@@ -166,13 +166,9 @@ func FuzzLoad(f *testing.F) {
 // it stops, and the state directory decides what the card is after a restart.
 func TestFailedSaveStopsTheCard(t *testing.T) {
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "card")
-	d, err := Init(dir, Options{}, false)
+	dir := initCard(t, Options{})
+	d, err := Open(dir, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
-	if d, err = Open(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	ctr := filepath.Join(dir, state.CountersFile)
@@ -212,18 +208,14 @@ func TestFailedSaveStopsTheCard(t *testing.T) {
 // alone beside a document an older binary would read as it is.
 func TestOpenMigratesSchemaOne(t *testing.T) {
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "card")
-	d, err := Init(dir, Options{}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
+	dir := initCard(t, Options{})
 	doc := filepath.Join(dir, state.CardFile)
 	b, _ := os.ReadFile(doc)
 	os.WriteFile(doc, []byte(strings.Replace(string(b), `"schema": 2`, `"schema": 1`, 1)), 0o600)
 	os.Remove(filepath.Join(dir, state.CountersFile))
 
-	if d, err = Open(dir, nil); err != nil {
+	d, err := Open(dir, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	c := pivclient.New(d.Card)
@@ -246,21 +238,29 @@ func TestOpenMigratesSchemaOne(t *testing.T) {
 
 // card init --force replaces a card whose counters file is damaged, without reading it.
 func TestInitForceOverDamagedCounters(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "card")
-	d, err := Init(dir, Options{Serial: 1}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
+	dir := initCard(t, Options{Serial: 1})
 	os.WriteFile(filepath.Join(dir, state.CountersFile), []byte("junk"), 0o600)
 	if _, err := Open(dir, nil); err == nil || !strings.Contains(err.Error(), state.CountersFile) {
 		t.Errorf("opening a card with damaged counters: %v, want an error naming the file", err)
 	}
-	if d, err = Init(dir, Options{Serial: 1}, true); err != nil {
+	d, err := Init(dir, Options{Serial: 1}, true)
+	if err != nil {
 		t.Fatalf("init --force over damaged counters: %v", err)
 	}
 	d.Close()
 	if d, err = Read(dir); err != nil || d.PIV.Status().PINRetries != piv.DefaultPINRetries {
 		t.Errorf("the new card: %v", err)
 	}
+}
+
+// initCard makes a card in a new state directory, closes it and returns the directory.
+func initCard(t *testing.T, opts Options) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "card")
+	d, err := Init(dir, opts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	return dir
 }
