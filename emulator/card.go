@@ -30,6 +30,13 @@ type Applet interface {
 	Bypassed()
 }
 
+// Resetter is implemented by an applet whose volatile state outlives its deselection but not a
+// reset of the card, such as a YubiKey's cached touch: the runtime calls CardReset at every
+// reset, power-on, power-off and removal, whether the applet is selected or not.
+type Resetter interface {
+	CardReset()
+}
+
 // Limits of the runtime.
 const (
 	// MinSelectAID is the shortest AID prefix SELECT accepts (a registered application provider id).
@@ -74,6 +81,8 @@ type Card struct {
 	present bool
 	gen     uint64        // removals so far; a connection made before a removal is stale
 	changed chan struct{} // closed at the next removal or insertion
+
+	afterBegin func() // tests: runs when Begin has taken the card
 }
 
 // New returns a powered card, present in its reader, with the given ATR and applets. No applet
@@ -116,15 +125,29 @@ func (c *Card) reset() {
 		c.selected.Deselect()
 		c.selected = nil
 	}
+	for _, a := range c.applets {
+		if r, ok := a.(Resetter); ok {
+			r.CardReset()
+		}
+	}
 	c.chaining, c.chainData = false, nil
 	c.pending = nil
 }
 
-// process handles one command APDU; a malformed APDU is answered 6700, never an error. The
-// caller holds the transaction token (see conn.go).
-func (c *Card) process(ctx context.Context, command []byte) []byte {
+// process handles one command APDU of connection k (nil: the reader's own host); a malformed
+// APDU is answered 6700, never an error. The caller holds the transaction token (see conn.go).
+// Presence is checked under the card's lock: a removal either comes after the command or
+// refuses it, never runs through it.
+func (c *Card) process(ctx context.Context, k *Conn, command []byte) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.check(k); err != nil {
+		return nil, err
+	}
+	return c.processLocked(ctx, command), nil
+}
+
+func (c *Card) processLocked(ctx context.Context, command []byte) []byte {
 	// The command lives in the card, not on the stack: passed to an applet through an
 	// interface it would escape, one allocation per APDU on the signing path.
 	var err error
@@ -227,12 +250,7 @@ func (c *Card) selectApplet(cmd *apdu.Command) ([]byte, apdu.StatusWord) {
 
 // respond limits the response to what the command allows and keeps the rest for GET RESPONSE.
 func (c *Card) respond(cmd *apdu.Command, data []byte, sw apdu.StatusWord) []byte {
-	limit := chunk
-	if cmd.Extended && cmd.Ne > chunk {
-		limit = min(cmd.Ne, maxResponseData)
-	} else if cmd.Ne > 0 {
-		limit = min(cmd.Ne, chunk)
-	}
+	limit := responseLimit(cmd)
 	if len(data) <= limit {
 		return appendSW(make([]byte, 0, len(data)+2), data, sw)
 	}
@@ -246,13 +264,7 @@ func (c *Card) getResponse(cmd *apdu.Command) []byte {
 		c.bypass()
 		return status(apdu.SWIncorrectP1P2)
 	}
-	limit := chunk
-	if cmd.Extended && cmd.Ne > chunk {
-		limit = min(cmd.Ne, maxResponseData)
-	} else if cmd.Ne > 0 {
-		limit = min(cmd.Ne, chunk)
-	}
-	n := min(limit, len(c.pending))
+	n := min(responseLimit(cmd), len(c.pending))
 	out := make([]byte, 0, n+2)
 	out = append(out, c.pending[:n]...)
 	c.pending = c.pending[n:]
@@ -262,6 +274,18 @@ func (c *Card) getResponse(cmd *apdu.Command) []byte {
 	sw := c.pendingSW
 	c.pending = nil
 	return appendSW(out, nil, sw)
+}
+
+// responseLimit is how much response data cmd may receive at once: its Ne, at most 256 bytes
+// in a short APDU or without Le, at most what vpcd can carry in an extended one.
+func responseLimit(cmd *apdu.Command) int {
+	switch {
+	case cmd.Extended && cmd.Ne > chunk:
+		return min(cmd.Ne, maxResponseData)
+	case cmd.Ne > 0:
+		return min(cmd.Ne, chunk)
+	}
+	return chunk
 }
 
 // bypass abandons pending responses and chains, and tells the selected applet that a command

@@ -38,22 +38,31 @@ func (k *Conn) Transmit(ctx context.Context, command []byte) ([]byte, error) {
 }
 
 func (c *Card) transmit(ctx context.Context, k *Conn, command []byte) ([]byte, error) {
-	if k != nil && c.holds(k) {
-		if err := c.check(k); err != nil {
-			return nil, err
+	if k == nil || !c.holds(k) {
+		select {
+		case c.tx <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		return c.process(ctx, command), nil
+		defer func() { <-c.tx }()
 	}
+	return c.process(ctx, k, command)
+}
+
+// ReaderReset is a reset, power-on or power-off that the reader applies for its host, as pcscd
+// does through vpcd. Like that host's commands it waits while a connection holds a transaction,
+// so it never lands in the middle of another host's; if ctx ends first it returns ctx's error
+// and leaves the card as it was. PowerOn, PowerOff and Reset, by contrast, act at once, as a
+// power cut does.
+func (c *Card) ReaderReset(ctx context.Context) error {
 	select {
 	case c.tx <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	defer func() { <-c.tx }()
-	if err := c.check(k); err != nil {
-		return nil, err
-	}
-	return c.process(ctx, command), nil
+	c.reset()
+	return nil
 }
 
 // check reports whether the card is present for connection k (nil: any host).
@@ -84,13 +93,26 @@ func (k *Conn) Begin(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err := c.check(k); err != nil {
+	if err := c.claim(k); err != nil {
 		<-c.tx
 		return err
 	}
+	if c.afterBegin != nil {
+		c.afterBegin()
+	}
+	return nil
+}
+
+// claim makes k the owner of the transaction token the caller took, if the card is present for
+// k. The check and the claim are one step: a removal between them would leave a stale
+// connection holding the card, and every other host waiting for it.
+func (c *Card) claim(k *Conn) error {
 	c.state.Lock()
+	defer c.state.Unlock()
+	if !c.present || k.gen != c.gen {
+		return ErrRemoved
+	}
 	c.owner = k
-	c.state.Unlock()
 	return nil
 }
 

@@ -133,3 +133,82 @@ func TestConcurrentConnections(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A removal right after Begin took the card breaks that transaction: the stale connection does
+// not keep the card from the hosts that connect after the re-insertion.
+func TestRemovalRightAfterBegin(t *testing.T) {
+	c, _, _ := newTestCard()
+	c.afterBegin = func() { c.Remove(); c.Insert() }
+	stale := c.Connect()
+	err := stale.Begin(context.Background())
+	c.afterBegin = nil
+	if err == nil {
+		if _, err := stale.Transmit(context.Background(), selectPIV); !errors.Is(err, ErrRemoved) {
+			t.Errorf("the stale connection's command: %v, want ErrRemoved", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	fresh := c.Connect()
+	if err := fresh.Begin(ctx); err != nil {
+		t.Fatalf("a connection made after the re-insertion cannot begin: %v", err)
+	}
+	fresh.End(apdu.LeaveCard)
+	stale.End(apdu.LeaveCard)
+}
+
+// The same race, left to the scheduler.
+func TestBeginRacesRemove(t *testing.T) {
+	c, _, _ := newTestCard()
+	for i := range 1000 {
+		k := c.Connect()
+		removed := make(chan struct{})
+		go func() { c.Remove(); close(removed) }()
+		err := k.Begin(context.Background())
+		<-removed
+		c.Insert()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		k2 := c.Connect()
+		if err2 := k2.Begin(ctx); err2 != nil {
+			cancel()
+			t.Fatalf("#%d: Begin %v, then a removal; a new connection's Begin: %v", i, err, err2)
+		}
+		cancel()
+		k2.End(apdu.LeaveCard)
+		k.End(apdu.LeaveCard)
+	}
+}
+
+// The reader's reset waits for another host's transaction instead of wiping its security
+// status in the middle of it.
+func TestReaderResetWaitsForTransaction(t *testing.T) {
+	c, piv, _ := newTestCard()
+	ctx := context.Background()
+	k := c.Connect()
+	if err := k.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k.Transmit(ctx, selectPIV)
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := c.ReaderReset(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ReaderReset during a transaction: %v, want to wait until the deadline", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.ReaderReset(ctx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the reader's reset went through another host's transaction (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if out, _ := k.Transmit(ctx, []byte{0x00, 0x01, 0x00, 0x01}); string(out[len(out)-2:]) != "\x90\x00" || piv.deselects != 0 {
+		t.Errorf("inside the transaction: % X, %d deselects; want the applet still selected", out, piv.deselects)
+	}
+	k.End(apdu.LeaveCard)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if piv.deselects != 1 {
+		t.Errorf("after the transaction the reset deselected %d times, want 1", piv.deselects)
+	}
+}

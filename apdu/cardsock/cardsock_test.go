@@ -23,6 +23,12 @@ func serve(t *testing.T) (*yubikey.Device, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d, serveCard(t, d.Card)
+}
+
+// serveCard serves card on a new socket until the test ends, and returns the socket's path.
+func serveCard(t *testing.T, card Card) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "card.sock")
 	ln, err := unixsock.Listen(path)
 	if err != nil {
@@ -30,9 +36,9 @@ func serve(t *testing.T) (*yubikey.Device, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { (&Server{Card: d.Card}).Serve(ctx, ln); close(done) }()
+	go func() { (&Server{Card: card}).Serve(ctx, ln); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return d, path
+	return path
 }
 
 func TestTransmitAcrossProcesses(t *testing.T) {
@@ -148,4 +154,109 @@ func FuzzRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// slowServer answers every request with status 0 and the request's argument, 30 ms late.
+func slowServer(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "slow.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					b, err := readMessage(c)
+					if err != nil {
+						return
+					}
+					time.Sleep(30 * time.Millisecond)
+					if writeMessage(c, statusOK, b[1:]) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return path
+}
+
+// A request that times out leaves its answer on the way; the connection must not take it for
+// the answer to the next request.
+func TestTimeoutClosesConnection(t *testing.T) {
+	path := slowServer(t)
+	for i := range 20 {
+		k, err := Dial(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		_, err1 := k.Transmit(ctx, []byte{0x00, 0x20, 0x00, 0x80, 0x01})
+		cancel()
+		if err1 == nil {
+			t.Fatalf("#%d: a 10 ms deadline on a 30 ms server did not expire", i)
+		}
+		second := []byte{0x00, 0x87, 0x11, 0x9C, 0x02}
+		out, err2 := k.Transmit(context.Background(), second)
+		k.Close()
+		if err2 == nil {
+			t.Fatalf("#%d: the connection was used again after a timeout and answered % X (to % X)", i, out, second)
+		}
+		if !errors.Is(err2, context.DeadlineExceeded) {
+			t.Errorf("#%d: the next call failed with %v; want it to name the earlier timeout", i, err2)
+		}
+	}
+}
+
+// waitingCard is a card whose Begin waits, as behind another host's transaction, until the
+// request's context ends, and reports that end.
+type waitingCard struct{ abandoned chan error }
+
+func (w *waitingCard) Dial(context.Context) (apdu.Transactor, error) { return w, nil }
+func (w *waitingCard) Present() bool                                 { return true }
+func (w *waitingCard) Removals() uint64                              { return 0 }
+func (w *waitingCard) Transmit(context.Context, []byte) ([]byte, error) {
+	return []byte{0x90, 0x00}, nil
+}
+func (w *waitingCard) End(apdu.Disposition) error { return nil }
+func (w *waitingCard) Close() error               { return nil }
+func (w *waitingCard) Begin(ctx context.Context) error {
+	<-ctx.Done()
+	w.abandoned <- ctx.Err()
+	return ctx.Err()
+}
+
+// A host that hangs up while its Begin waits for the card takes its request with it: the
+// server stops waiting on its behalf, while the server itself goes on.
+func TestHangUpAbandonsWaitingRequest(t *testing.T) {
+	card := &waitingCard{abandoned: make(chan error, 1)}
+	path := serveCard(t, card)
+	raw, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMessage(raw, opBegin, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // let the request reach Begin
+	raw.Close()
+	select {
+	case err := <-card.abandoned:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the waiting Begin ended with %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the server still waits for the card on behalf of a host that hung up")
+	}
+	if _, err := net.Dial("unix", path); err != nil {
+		t.Errorf("the server stopped with the connection: %v", err)
+	}
 }

@@ -3,8 +3,10 @@ package cardsock
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -12,9 +14,14 @@ import (
 )
 
 // Conn is a connection to a card served by another process. It implements apdu.Transactor.
+//
+// A request whose exchange fails part-way (a deadline, a cancelled context, a broken or
+// malformed reply) closes the connection: the server may still answer it, and that answer
+// must never be taken for the next request's. Every later call returns the first failure.
 type Conn struct {
-	mu sync.Mutex
-	c  net.Conn
+	mu     sync.Mutex
+	c      net.Conn
+	broken error
 }
 
 // Dial connects to the card socket at path.
@@ -36,6 +43,9 @@ func Dialer(path string) func(context.Context) (apdu.Transactor, error) {
 func (k *Conn) call(ctx context.Context, op byte, arg []byte) ([]byte, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.broken != nil {
+		return nil, fmt.Errorf("cardsock: connection closed after an earlier failure: %w", k.broken)
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		k.c.SetDeadline(dl)
 		defer k.c.SetDeadline(timeZero)
@@ -57,14 +67,23 @@ func (k *Conn) call(ctx context.Context, op byte, arg []byte) ([]byte, error) {
 	case statusError:
 		return nil, fmt.Errorf("cardsock: %s", b[1:])
 	}
-	return nil, fmt.Errorf("%w: status 0x%02X", ErrMessage, b[0])
+	return nil, k.fail(ctx, fmt.Errorf("%w: status 0x%02X", ErrMessage, b[0]))
 }
 
+// fail closes the connection, whose framing can no longer be trusted, and says why.
 func (k *Conn) fail(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
+	k.c.Close()
+	switch {
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The socket's deadline, which is ctx's, fired before ctx's own timer.
+		err = context.DeadlineExceeded
+	default:
+		err = fmt.Errorf("cardsock: %w", err)
 	}
-	return fmt.Errorf("cardsock: %w", err)
+	k.broken = err
+	return err
 }
 
 // Transmit implements apdu.Transport.

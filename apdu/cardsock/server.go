@@ -56,19 +56,46 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 }
 
+// serve answers one connection. The connection has its own context, cancelled when the peer
+// hangs up or the connection ends otherwise, so that a request still waiting for the card (a
+// Begin behind another host's transaction) is abandoned with its host instead of taking the
+// card for nobody.
 func (s *Server) serve(ctx context.Context, c *net.UnixConn) error {
-	defer c.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	// The client waits for each answer, so reading ahead sees nothing but a hang-up (or a
+	// pipelined request, which waits its turn).
+	reqs := make(chan []byte)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for {
+			b, err := readMessage(c)
+			if err != nil {
+				cancel(err)
+				return
+			}
+			select {
+			case reqs <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() { cancel(nil); c.Close(); <-read }()
 	conn, err := s.Card.Dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	for {
-		b, err := readMessage(c)
-		if err != nil {
-			return err
+		var b []byte
+		select {
+		case b = <-reqs:
+		case <-ctx.Done():
+			return context.Cause(ctx)
 		}
 		req, err := parseRequest(b)
 		if err != nil {
@@ -89,6 +116,9 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) error {
 				out[0] = 1
 			}
 			out = binary.BigEndian.AppendUint64(out, s.Card.Removals())
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
 		}
 		switch {
 		case errors.Is(err, apdu.ErrRemoved):

@@ -43,6 +43,20 @@ func validNewPIN(v [8]byte) bool {
 	return true
 }
 
+// asciiPUK reports whether a padded PUK is 7-bit before its padding, which firmware 5.7 requires
+// of a new PUK (Yubico's CHANGE REFERENCE DATA documentation).
+func asciiPUK(v [8]byte) bool {
+	for _, b := range v {
+		if b == 0xFF {
+			break
+		}
+		if b > 0x7F {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *credential) blocked() bool { return c.retries <= 0 }
 
 // checkReference compares reference data against a credential the way a card must: a try is
@@ -131,6 +145,9 @@ func (a *Applet) changeReference(cmd *apdu.Command) apdu.StatusWord {
 	// The old value is checked first, as on a YubiKey: a wrong old PIN costs a try whatever the
 	// new one looks like (piv-go blocks the PUK this way with short random values).
 	valid := validNewPIN(next)
+	if Slot(cmd.P2) == refPUK && a.cfg.Version.has57() {
+		valid = valid && asciiPUK(next)
+	}
 	sw := a.checkReference(which, old, func(p *persistent) {
 		if valid {
 			which(p).value = next

@@ -2,6 +2,7 @@ package piv
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"testing"
@@ -40,6 +41,11 @@ func (l *commitLog) record(kind string, pin, puk int) error {
 }
 
 func newLoggedCard(t *testing.T, l *commitLog) *emulator.Card {
+	c, _ := newLoggedApplet(t, l)
+	return c
+}
+
+func newLoggedApplet(t *testing.T, l *commitLog) (*emulator.Card, *Applet) {
 	t.Helper()
 	cfg := Config{Version: Version{5, 7, 1}, Serial: 1, Keys: keystore.Software{}, Commit: l.commit}
 	if l.counters {
@@ -51,7 +57,7 @@ func newLoggedCard(t *testing.T, l *commitLog) *emulator.Card {
 	}
 	c := emulator.New([]byte{0x3B, 0}, a)
 	send(t, c, "00A4040005A000000308")
-	return c
+	return c, a
 }
 
 func send(t *testing.T, c *emulator.Card, h string) apdu.StatusWord {
@@ -66,21 +72,9 @@ func send(t *testing.T, c *emulator.Card, h string) apdu.StatusWord {
 
 func mustHex(t *testing.T, h string) []byte {
 	t.Helper()
-	b := make([]byte, len(h)/2)
-	for i := range b {
-		var v byte
-		for _, ch := range h[2*i : 2*i+2] {
-			v <<= 4
-			switch {
-			case ch >= '0' && ch <= '9':
-				v |= byte(ch - '0')
-			case ch >= 'A' && ch <= 'F':
-				v |= byte(ch - 'A' + 10)
-			default:
-				t.Fatalf("bad hex %q", h)
-			}
-		}
-		b[i] = v
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		t.Fatalf("bad hex %q: %v", h, err)
 	}
 	return b
 }
@@ -128,25 +122,65 @@ func TestTryCommittedBeforeComparison(t *testing.T) {
 }
 
 // If the decrement cannot be committed, the PIN is not compared at all: even the right PIN fails
-// and the counter stays as it is on disk.
+// and the counter stays as it was. If the restore after a match cannot be committed, the try
+// stays consumed and the PIN is not verified.
 func TestNoComparisonWithoutCommit(t *testing.T) {
 	for _, counters := range []bool{false, true} {
-		l := &commitLog{counters: counters, fail: func(int) bool { return true }}
-		c := newLoggedCard(t, l)
-		if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
-			t.Fatalf("right PIN with a failing disk: %v, want 6581", sw)
+		for _, tt := range []struct {
+			name    string
+			failing int // the commit that fails
+			retries int // the PIN counter the applet then holds
+		}{
+			{"decrement", 0, 3},
+			{"restore", 1, 2},
+		} {
+			l := &commitLog{counters: counters, fail: func(n int) bool { return n == tt.failing }}
+			c, a := newLoggedApplet(t, l)
+			if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
+				t.Fatalf("%s fails: right PIN answered %v, want 6581", tt.name, sw)
+			}
+			if len(l.pin) != tt.failing+1 || a.pinVerified || a.p.pin.retries != tt.retries {
+				t.Errorf("%s fails: commits %v, verified %v, counter %d; want %d commits, not verified, counter %d",
+					tt.name, l.pin, a.pinVerified, a.p.pin.retries, tt.failing+1, tt.retries)
+			}
 		}
-		if sw := send(t, c, "00200080"); sw != 0x63C3 {
-			t.Errorf("status after the failed commit: %v, want 63C3 (not verified, no try lost)", sw)
+	}
+}
+
+// After a failed commit, memory and disk may differ (a document replaced, its counters not), so
+// the applet stops: every command is refused 6581, nothing is changed or committed again, and
+// no security status survives, even once the disk works again.
+func TestFailStopAfterCommitError(t *testing.T) {
+	for _, counters := range []bool{false, true} {
+		l := &commitLog{counters: counters}
+		c, a := newLoggedApplet(t, l)
+		if sw := send(t, c, verifyRight); sw != apdu.SWSuccess {
+			t.Fatalf("VERIFY: %v", sw)
 		}
-		// When only the restore fails, the try stays consumed and the PIN is not verified.
-		l.pin, l.puk, l.kinds = l.pin[:0], l.puk[:0], l.kinds[:0]
-		l.fail = func(n int) bool { return n == 1 }
-		if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
-			t.Fatalf("right PIN with a failing restore: %v, want 6581", sw)
+		failing := true
+		l.fail = func(int) bool { return failing }
+		// CHANGE REFERENCE DATA: the try's commit fails.
+		if sw := send(t, c, "0024008010313233343536FFFF363534333231FFFF"); sw != apdu.SWMemoryFailure {
+			t.Fatalf("CHANGE REFERENCE DATA with a failing disk: %v", sw)
 		}
-		if sw := send(t, c, "00200080"); sw != 0x63C2 {
-			t.Errorf("status after a failed restore: %v, want 63C2", sw)
+		if a.Failed() == nil {
+			t.Error("Failed() is nil after a failed commit")
+		}
+		failing = false
+		commits := len(l.pin)
+		for _, h := range []string{
+			"00200080",   // PIN status: was verified
+			verifyRight,  // would commit
+			"00FD000000", // GET VERSION: reads nothing from the state, still refused
+			"00CB3FFF055C035FC102",
+			"0024008010313233343536FFFF363534333231FFFF",
+		} {
+			if sw := send(t, c, h); sw != apdu.SWMemoryFailure {
+				t.Errorf("counters %v: %s after a failed commit answered %v, want 6581", counters, h, sw)
+			}
+		}
+		if len(l.pin) != commits {
+			t.Errorf("counters %v: %d commits after the applet stopped", counters, len(l.pin)-commits)
 		}
 	}
 }

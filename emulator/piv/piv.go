@@ -42,7 +42,8 @@ type Config struct {
 	FormFactor byte // in attestations (extension 1.3.6.1.4.1.41482.3.9)
 	Keys       keystore.Store
 	// Commit persists the applet state. The applet calls it before acknowledging any change
-	// and before comparing a PIN or PUK; nil keeps the card in memory only.
+	// and before comparing a PIN or PUK; nil keeps the card in memory only. An error stops the
+	// applet (see Failed).
 	Commit func(*state.PIV) error
 	// CommitCounters persists the PIN and PUK retry counters alone, when nothing else changed:
 	// the try a VERIFY consumes before the comparison, and its restoration after a match. It
@@ -59,14 +60,18 @@ type Config struct {
 type Applet struct {
 	cfg Config
 	p   persistent
+	// failed is the first commit error. A failed commit may have reached the disk in part (the
+	// document but not the counters, say), so memory no longer tells what a restart would
+	// load: from then on the applet answers every command 6581 and changes nothing.
+	failed error
 
 	// Volatile security status, dropped on deselect, reset and power-off.
 	pinVerified  bool
-	pinFresh     bool   // the previous command was a successful VERIFY (PIN-always keys)
-	mgmAuthed    bool   // card management key authenticated
-	mgmWitness   []byte // plaintext of the witness sent in step one of mutual authentication
-	mgmChallenge []byte // challenge sent for external authentication (7C 02 81 00)
-	lastTouch    time.Time
+	pinFresh     bool      // the previous command was a successful VERIFY (PIN-always keys)
+	mgmAuthed    bool      // card management key authenticated
+	mgmWitness   []byte    // plaintext of the witness sent in step one of mutual authentication
+	mgmChallenge []byte    // challenge sent for external authentication (7C 02 81 00)
+	lastTouch    time.Time // the last touch, for TouchPolicyCached; zero after a reset
 }
 
 // persistent is the applet's durable state. Updates go through update, which copies it, lets a
@@ -109,7 +114,7 @@ func (a *Applet) update(f func(p *persistent)) apdu.StatusWord {
 	f(&next)
 	if a.cfg.Commit != nil {
 		if err := a.cfg.Commit(next.snapshot()); err != nil {
-			return apdu.SWMemoryFailure
+			return a.fail(err)
 		}
 	}
 	a.p = next
@@ -124,11 +129,24 @@ func (a *Applet) updateCounters(f func(p *persistent)) apdu.StatusWord {
 	next := a.p
 	f(&next)
 	if err := a.cfg.CommitCounters(next.pin.retries, next.puk.retries); err != nil {
-		return apdu.SWMemoryFailure
+		return a.fail(err)
 	}
 	a.p = next
 	return apdu.SWSuccess
 }
+
+// fail stops the applet after a commit error and drops its security status.
+func (a *Applet) fail(err error) apdu.StatusWord {
+	if a.failed == nil {
+		a.failed = err
+	}
+	a.Deselect()
+	return apdu.SWMemoryFailure
+}
+
+// Failed returns the commit error that stopped the applet, or nil. A stopped applet answers
+// every command 6581 (memory failure) until the card is loaded again from its state.
+func (a *Applet) Failed() error { return a.failed }
 
 func (p *persistent) setKey(s Slot, k *slotKey) {
 	p.keys = maps.Clone(p.keys)
@@ -173,6 +191,10 @@ func (a *Applet) Deselect() {
 	a.mgmWitness, a.mgmChallenge = nil, nil
 }
 
+// CardReset implements emulator.Resetter: a touch is cached for the powered card only, and
+// survives the selection of another application but not a reset.
+func (a *Applet) CardReset() { a.lastTouch = time.Time{} }
+
 // Bypassed implements emulator.Applet: a command the applet did not see still ends a fresh
 // VERIFY and a pending management-key witness or challenge.
 func (a *Applet) Bypassed() {
@@ -187,6 +209,9 @@ func (a *Applet) Process(ctx context.Context, cmd *apdu.Command, rsp []byte) ([]
 	fresh := a.pinFresh
 	witness, challenge := a.mgmWitness, a.mgmChallenge
 	a.pinFresh, a.mgmWitness, a.mgmChallenge = false, nil, nil
+	if a.failed != nil {
+		return rsp, apdu.SWMemoryFailure
+	}
 
 	switch cmd.INS {
 	case insVerify:

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"strings"
 	"testing"
+	"time"
 
 	"tokenlab/apdu"
 	"tokenlab/emulator"
@@ -452,4 +453,73 @@ func TestReset(t *testing.T) {
 		t.Errorf("after reset the slots are %+v, want the attestation key and its certificate", st.Slots)
 	}
 	k.expect(signAPDU("9A"), "6A82")
+}
+
+// A cached touch lasts while the card stays powered: selecting another application keeps it,
+// a reset, a power cycle or a removal does not.
+func TestTouchCacheEndsAtReset(t *testing.T) {
+	touches := 0
+	now := time.Unix(1_700_000_000, 0)
+	a, err := piv.New(piv.Config{Version: piv.Version{Major: 5, Minor: 7, Patch: 1}, Serial: 1, Keys: keystore.Software{},
+		Touch: func(context.Context, piv.Slot) error { touches++; return nil },
+		Now:   func() time.Time { return now }}, piv.AES192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &emptyApplet{aid: []byte{0xA0, 0x00, 0x00, 0x05, 0x27, 0x47, 0x11, 0x17}}
+	c := emulator.New([]byte{0x3B, 0x00}, a, other)
+	k := &card{t: t, Client: pivclient.New(c), card: c, pv: a}
+	k.Select(context.Background())
+	k.generate(0x9A, pivclient.AlgECCP256, 1 /* never */, 3 /* cached */)
+	steps := []struct {
+		name  string
+		event func()
+		want  int
+	}{
+		{"first signature", func() {}, 1},
+		{"within the window", func() {}, 1},
+		{"another application selected", func() { k.tx("00 A4 04 00 08 A0 00 00 05 27 47 11 17") }, 1},
+		{"after the window", func() { now = now.Add(16 * time.Second) }, 2},
+		{"reset", c.Reset, 3},
+		{"power cycle", func() { c.PowerOff(); c.PowerOn() }, 4},
+		{"removal", func() { c.Remove(); c.Insert() }, 5},
+		{"reset by the reader", func() { c.ReaderReset(context.Background()) }, 6},
+	}
+	for _, s := range steps {
+		s.event()
+		k.expect("00 A4 04 00 05 A0 00 00 03 08", "9000", signAPDU("9A"), "9000")
+		if touches != s.want {
+			t.Errorf("%s: %d touches asked for in all, want %d", s.name, touches, s.want)
+		}
+	}
+}
+
+// emptyApplet is a second application to select.
+type emptyApplet struct{ aid []byte }
+
+func (e *emptyApplet) AID() []byte { return e.aid }
+func (e *emptyApplet) Select(_ bool, rsp []byte) ([]byte, apdu.StatusWord) {
+	return rsp, apdu.SWSuccess
+}
+func (e *emptyApplet) Deselect() {}
+func (e *emptyApplet) Bypassed() {}
+func (e *emptyApplet) Process(_ context.Context, _ *apdu.Command, rsp []byte) ([]byte, apdu.StatusWord) {
+	return rsp, apdu.SWInstructionNotSupported
+}
+
+// From firmware 5.7 a new PUK is 7-bit ASCII. Like a short new PIN, a PUK that is not is
+// refused only once the old PUK has been checked: a wrong old PUK costs its try first.
+func TestNewPUKIsASCIIFrom57(t *testing.T) {
+	const highByte = "00 24 00 81 10 31 32 33 34 35 36 37 38 31 32 33 34 35 36 37 F0"
+	k := newCard(t, "5.7.1", piv.AES192)
+	k.expect(
+		"00 24 00 81 10 39 39 39 39 39 39 39 39 31 32 33 34 35 36 37 F0", "63C2", // wrong old PUK
+		highByte, "6A80",
+		"00 24 00 81 10 31 32 33 34 35 36 37 38 38 37 36 35 34 33 32 31", "9000", // old PUK unchanged, tries restored
+	)
+	if st := k.pv.Status(); st.PUKRetries != st.PUKMaxRetries {
+		t.Errorf("PUK tries %d of %d after the right old PUK", st.PUKRetries, st.PUKMaxRetries)
+	}
+	k = newCard(t, "5.4.3", piv.TDES)
+	k.expect(highByte, "9000") // before 5.7 any byte goes
 }

@@ -45,6 +45,11 @@ type Dir struct {
 	lock     *os.File
 	counters *os.File // CountersFile, open for writing once it exists
 	seq      uint64   // sequence number of the newest counters record
+
+	// The directory holds no counters of its card yet, so the next Save writes the counters
+	// file whole, before the document: created is a new card (whatever card was there before
+	// goes first), schema1 a document of an older schema, which that Save migrates.
+	created, schema1 bool
 }
 
 // Create makes dir (mode 0700) if needed and locks it for a new card, which the caller then
@@ -70,6 +75,8 @@ func Create(dir string, replace bool) (*Dir, error) {
 		d.Close()
 		return nil, fmt.Errorf("state: %s: %w (use --force to replace it)", dir, ErrExists)
 	}
+	// The old card's files are not read: replacing a damaged card must work.
+	d.created = true
 	return d, nil
 }
 
@@ -82,14 +89,21 @@ func Open(dir string) (*Dir, *Card, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c, seq, err := read(dir)
+	c, cr, err := read(dir)
 	if err != nil {
 		d.Close()
 		return nil, nil, err
 	}
-	d.seq = seq
+	if cr != nil {
+		d.seq = cr.seq
+	}
+	d.schema1 = c.Schema < SchemaVersion
 	return d, c, nil
 }
+
+// Migrating reports whether the card was loaded from a document of an older schema, which the
+// next Save rewrites. Until then only Save may write: SaveCounters refuses.
+func (d *Dir) Migrating() bool { return d.schema1 }
 
 // Read loads the card of dir, with its retry counters, without taking the lock. Saves replace
 // the document atomically and write the counters one record at a time, so Read sees the
@@ -99,16 +113,16 @@ func Read(dir string) (*Card, error) {
 	return c, err
 }
 
-func read(dir string) (*Card, uint64, error) {
+func read(dir string) (*Card, *countersRecord, error) {
 	c, err := readDocument(dir)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
-	seq, err := applyCounters(dir, c)
+	cr, err := applyCounters(dir, c)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
-	return c, seq, nil
+	return c, cr, nil
 }
 
 func readDocument(dir string) (*Card, error) {
@@ -226,20 +240,48 @@ func lineOf(b []byte, off int) int {
 	return bytes.Count(b[:off], []byte{'\n'}) + 1
 }
 
-// Save replaces the card document atomically, then writes its retry counters (CountersFile).
-// When Save returns nil the content survives a crash. The order matters: a crash between the two
-// leaves the new document with the counters before it, which are never higher than the new ones
-// would be (a change that raises a counter, such as an unblock, comes with the document).
+// Save replaces the card document atomically and writes its retry counters (CountersFile).
+// When Save returns nil the content survives a crash.
+//
+// The order matters. Usually the document goes first: a crash between the two leaves the new
+// document with the counters before it, which are never higher than the new ones would be (a
+// change that raises a counter, such as an unblock, comes with the document). The first Save of
+// a new card, or of a card loaded from a schema 1 document, writes the counters first, so that
+// a schema 2 document never stands without its counters.
 func (d *Dir) Save(c *Card) error {
 	c.Schema = SchemaVersion
+	ctr := Counters{PIN: c.PIV.PIN.Retries, PUK: c.PIV.PUK.Retries}
+	if ctr.PIN < 0 || ctr.PIN > 255 || ctr.PUK < 0 || ctr.PUK > 255 {
+		return fmt.Errorf("state: counters %+v out of range", ctr)
+	}
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	if err := replaceFile(d.path, CardFile, append(b, '\n')); err != nil {
+	b = append(b, '\n')
+	if !d.created && !d.schema1 {
+		if err := replaceFile(d.path, CardFile, b); err != nil {
+			return err
+		}
+		return d.SaveCounters(c.Serial, ctr)
+	}
+	if d.created {
+		// The card being replaced goes first: its document must not meet the new counters.
+		if err := os.Remove(filepath.Join(d.path, CardFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("state: %w", err)
+		}
+		if err := syncDir(d.path); err != nil {
+			return err
+		}
+	}
+	if err := d.replaceCounters(record{seq: 1, serial: c.Serial, c: ctr}); err != nil {
 		return err
 	}
-	return d.SaveCounters(c.Serial, Counters{PIN: c.PIV.PIN.Retries, PUK: c.PIV.PUK.Retries})
+	if err := replaceFile(d.path, CardFile, b); err != nil {
+		return err
+	}
+	d.created, d.schema1 = false, false
+	return nil
 }
 
 // replaceFile replaces dir/name with content b atomically: write a temporary file (0600),
@@ -279,10 +321,7 @@ func replaceFile(dir, name string, b []byte) error {
 
 // Close releases the lock.
 func (d *Dir) Close() error {
-	if d.counters != nil {
-		d.counters.Close()
-		d.counters = nil
-	}
+	d.closeCounters()
 	if d.lock == nil {
 		return nil
 	}

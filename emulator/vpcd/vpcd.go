@@ -25,9 +25,9 @@ var DefaultAddr = fmt.Sprintf("127.0.0.1:%d", vpcd.DefaultPort)
 // Card is what a reader needs of a card.
 type Card interface {
 	ATR() []byte
-	PowerOn()
-	PowerOff()
-	Reset()
+	// ReaderReset applies the reader's power-off, power-on or reset. Like Transmit, it waits
+	// while another host holds a transaction on the card.
+	ReaderReset(ctx context.Context) error
 	Transmit(ctx context.Context, command []byte) ([]byte, error)
 }
 
@@ -74,7 +74,8 @@ func (l *Link) Run(ctx context.Context) error {
 			}
 			err = Serve(ctx, conn, l.Card, log)
 			conn.Close()
-			l.Card.PowerOff()
+			// Out of the reader, out of power; a transaction of another host finishes first.
+			l.Card.ReaderReset(ctx)
 			if l.Removed != nil {
 				l.Removed()
 			}
@@ -130,12 +131,10 @@ func Serve(ctx context.Context, conn net.Conn, card Card, log *slog.Logger) erro
 				log.Debug("vpcd control", "op", msg.Control.String())
 			}
 			switch msg.Control {
-			case vpcd.PowerOff:
-				card.PowerOff()
-			case vpcd.PowerOn:
-				card.PowerOn()
-			case vpcd.Reset:
-				card.Reset()
+			case vpcd.PowerOff, vpcd.PowerOn, vpcd.Reset:
+				if err := card.ReaderReset(ctx); err != nil {
+					return err
+				}
 			case vpcd.GetATR:
 				reply = card.ATR()
 			}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"tokenlab/apdu"
 	"tokenlab/apdu/vpcd"
 	"tokenlab/emulator/yubikey"
 )
@@ -147,8 +148,9 @@ func TestLogRedactsData(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go (&Link{Addr: r.ln.Addr().String(), Card: d.Card, Log: log}).Run(ctx)
+	done := make(chan struct{})
+	go func() { (&Link{Addr: r.ln.Addr().String(), Card: d.Card, Log: log}).Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
 	r.accept()
 	r.send(0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08)
 	r.recv()
@@ -157,6 +159,7 @@ func TestLogRedactsData(t *testing.T) {
 		t.Fatalf("VERIFY answered % X", rsp)
 	}
 	cancel()
+	<-done // the link logs until Run returns
 	out := buf.String()
 	for _, secret := range []string{"31 32 33", "313233", "123456"} {
 		if strings.Contains(out, secret) {
@@ -165,5 +168,41 @@ func TestLogRedactsData(t *testing.T) {
 	}
 	if !strings.Contains(out, `header="00 20 00 80"`) || !strings.Contains(out, "sw=9000") {
 		t.Errorf("the log lacks the VERIFY header and status:\n%s", out)
+	}
+}
+
+// pcscd's reset reaches the card through vpcd while a host of the card socket holds a
+// transaction: it waits for the transaction to end instead of logging that host out.
+func TestResetWaitsForTransaction(t *testing.T) {
+	d, _ := yubikey.New(yubikey.Options{})
+	r := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { (&Link{Addr: r.ln.Addr().String(), Card: d.Card}).Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	r.accept()
+
+	k := d.Card.Connect()
+	if err := k.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	selectPIV := []byte{0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08}
+	verified := []byte{0x00, 0x20, 0x00, 0x80}
+	k.Transmit(ctx, selectPIV)
+	if rsp, _ := k.Transmit(ctx, []byte{0x00, 0x20, 0x00, 0x80, 0x08, '1', '2', '3', '4', '5', '6', 0xFF, 0xFF}); !bytes.Equal(rsp, []byte{0x90, 0x00}) {
+		t.Fatalf("VERIFY answered % X", rsp)
+	}
+	r.send(byte(vpcd.Reset))
+	time.Sleep(50 * time.Millisecond)
+	if rsp, _ := k.Transmit(ctx, verified); !bytes.Equal(rsp, []byte{0x90, 0x00}) {
+		t.Errorf("inside the transaction, after pcscd's reset, the PIN status is % X, want 90 00", rsp)
+	}
+	k.End(apdu.LeaveCard)
+	// The reset applies now: the reader's host finds the PIN no longer verified.
+	r.send(selectPIV...)
+	r.recv()
+	r.send(verified...)
+	if rsp := r.recv(); !bytes.Equal(rsp, []byte{0x63, 0xC3}) {
+		t.Errorf("after the transaction the PIN status is % X, want 63 C3 (the reset applied)", rsp)
 	}
 }

@@ -67,6 +67,14 @@ func (d *Device) AttestationRoot() []byte {
 	return b
 }
 
+// Failed returns the save error that stopped the card, or nil. A stopped card answers its PIV
+// commands 6581 until it is opened again from its state directory, which holds the truth.
+func (d *Device) Failed() error {
+	var err error
+	d.Card.Exclusive(func() { err = d.PIV.Failed() })
+	return err
+}
+
 // formFactor is what the device reports in its attestations and device info: USB-A keychain.
 const formFactor = 0x01
 
@@ -149,6 +157,14 @@ func Open(dir string, touch piv.TouchFunc) (*Device, error) {
 	if err != nil {
 		sd.Close()
 		return nil, fmt.Errorf("state: %s/%s: %w", dir, state.CardFile, err)
+	}
+	if sd.Migrating() {
+		// A card of an older schema is rewritten before its first command: its counters could
+		// otherwise change in the counters file alone, which an older binary does not read.
+		if err := sd.Save(d.document(d.PIV.State())); err != nil {
+			sd.Close()
+			return nil, fmt.Errorf("state: %s: migrating to schema %d: %w", dir, state.SchemaVersion, err)
+		}
 	}
 	return d, nil
 }

@@ -94,7 +94,8 @@ func TestLoadErrors(t *testing.T) {
 		field string
 	}{
 		{"version", func(c *state.Card) { c.Version = "5.7" }, "version"},
-		{"serial", func(c *state.Card) { c.Serial = 0 }, "serial"},
+		// Another serial makes the counters file another card's; that file is named.
+		{"serial", func(c *state.Card) { c.Serial = 0 }, "not of card 0"},
 		{"atr", func(c *state.Card) { c.ATR = nil }, "atr"},
 		{"pin retries", func(c *state.Card) { c.PIV.PIN.Retries = 9 }, "piv.pin.retries"},
 		{"pin value", func(c *state.Card) { c.PIV.PIN.Value = c.PIV.PIN.Value[:4] }, "piv.pin.value"},
@@ -122,8 +123,12 @@ func TestLoadErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := Read(dir)
-			if err == nil || !strings.Contains(err.Error(), tt.field) || !strings.Contains(err.Error(), state.CardFile) {
-				t.Errorf("Read: %v\nwant an error naming %s and %q", err, state.CardFile, tt.field)
+			file := state.CardFile
+			if tt.name == "serial" {
+				file = state.CountersFile
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.field) || !strings.Contains(err.Error(), file) {
+				t.Errorf("Read: %v\nwant an error naming %s and %q", err, file, tt.field)
 			}
 			if _, err := Open(dir, nil); err == nil {
 				t.Error("Open accepted what Read rejected")
@@ -154,4 +159,108 @@ func FuzzLoad(f *testing.F) {
 		c.PINStatus(context.Background())
 		_ = d.PIV.Status()
 	})
+}
+
+// A save that fails after the document was replaced (here: the counters file cannot be
+// opened) leaves the change on disk. The card must not go on with the old state in memory:
+// it stops, and the state directory decides what the card is after a restart.
+func TestFailedSaveStopsTheCard(t *testing.T) {
+	ctx := context.Background()
+	dir := initCard(t, Options{})
+	d, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := filepath.Join(dir, state.CountersFile)
+	os.Rename(ctr, ctr+".saved")
+	os.Symlink("elsewhere", ctr) // refused (O_NOFOLLOW) when the save opens it
+	c := pivclient.New(d.Card)
+	c.Select(ctx)
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey); err != nil {
+		t.Fatal(err)
+	}
+	newKey := []byte("0123456789abcdef01234567")
+	if err := c.SetManagementKey(ctx, pivclient.AlgAES192, newKey, false); err == nil {
+		t.Fatal("SET MANAGEMENT KEY succeeded with a failing save")
+	}
+	if d.Failed() == nil {
+		t.Error("the card does not report its failure")
+	}
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey); err == nil {
+		t.Error("the old management key still works in memory after the failed save")
+	}
+	d.Close()
+	os.Remove(ctr)
+	os.Rename(ctr+".saved", ctr)
+	if d, err = Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c = pivclient.New(d.Card)
+	c.Select(ctx)
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, newKey); err != nil {
+		t.Errorf("after a restart the card is what its state directory holds: %v", err)
+	}
+}
+
+// A card of schema 1 (an older binary's) is migrated when it is opened: a schema 2 document and
+// its counters file, the counters first. Its counters then never change in the counters file
+// alone beside a document an older binary would read as it is.
+func TestOpenMigratesSchemaOne(t *testing.T) {
+	ctx := context.Background()
+	dir := initCard(t, Options{})
+	doc := filepath.Join(dir, state.CardFile)
+	b, _ := os.ReadFile(doc)
+	os.WriteFile(doc, []byte(strings.Replace(string(b), `"schema": 2`, `"schema": 1`, 1)), 0o600)
+	os.Remove(filepath.Join(dir, state.CountersFile))
+
+	d, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pivclient.New(d.Card)
+	c.Select(ctx)
+	c.VerifyPIN(ctx, []byte("000000"))
+	c.VerifyPIN(ctx, []byte("000000"))
+	d.Close()
+	var onDisk struct {
+		Schema int `json:"schema"`
+	}
+	b, _ = os.ReadFile(doc)
+	json.Unmarshal(b, &onDisk)
+	if onDisk.Schema != state.SchemaVersion {
+		t.Errorf("after opening and two VERIFYs the document is of schema %d, want %d", onDisk.Schema, state.SchemaVersion)
+	}
+	if st, err := Read(dir); err != nil || st.PIV.Status().PINRetries != 1 {
+		t.Errorf("after two wrong PINs: %v", err)
+	}
+}
+
+// card init --force replaces a card whose counters file is damaged, without reading it.
+func TestInitForceOverDamagedCounters(t *testing.T) {
+	dir := initCard(t, Options{Serial: 1})
+	os.WriteFile(filepath.Join(dir, state.CountersFile), []byte("junk"), 0o600)
+	if _, err := Open(dir, nil); err == nil || !strings.Contains(err.Error(), state.CountersFile) {
+		t.Errorf("opening a card with damaged counters: %v, want an error naming the file", err)
+	}
+	d, err := Init(dir, Options{Serial: 1}, true)
+	if err != nil {
+		t.Fatalf("init --force over damaged counters: %v", err)
+	}
+	d.Close()
+	if d, err = Read(dir); err != nil || d.PIV.Status().PINRetries != piv.DefaultPINRetries {
+		t.Errorf("the new card: %v", err)
+	}
+}
+
+// initCard makes a card in a new state directory, closes it and returns the directory.
+func initCard(t *testing.T, opts Options) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "card")
+	d, err := Init(dir, opts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	return dir
 }
