@@ -124,7 +124,10 @@ func (hs *initiatorHandshake) saInit(ctx context.Context) (*Message, error) {
 		if cfg.fragmentSize() > 0 {
 			ps = append(ps, &NotifyPayload{Notify: NotifyIKEv2FragmentationSupported})
 		}
-		ps = append(ps, &NotifyPayload{Notify: NotifySignatureHashAlgorithms, Data: hashAlgorithmsData()})
+		if cfg.SignatureMode != SignatureRFC4754 {
+			// Without it, the peer signs with RFC 4754 (or RFC 7296's RSA) too.
+			ps = append(ps, &NotifyPayload{Notify: NotifySignatureHashAlgorithms, Data: hashAlgorithmsData()})
+		}
 		msg := &Message{Header: Header{SPIi: sa.spiI, Exchange: ExchangeIKESAInit, Flags: flagInitiator}, Payloads: ps}
 		raw, err := msg.Marshal()
 		if err != nil {

@@ -249,8 +249,10 @@ func (r *Responder) newHalfOpen(ep *endpoint, raw []byte, m *Message, from netip
 		sa.fragSize = cfg.fragmentSize()
 		ps = append(ps, &NotifyPayload{Notify: NotifyIKEv2FragmentationSupported})
 	}
-	ps = append(ps, &NotifyPayload{Notify: NotifySignatureHashAlgorithms, Data: hashAlgorithmsData()},
-		&NotifyPayload{Notify: NotifyChildlessIKEv2Supported})
+	if cfg.SignatureMode != SignatureRFC4754 {
+		ps = append(ps, &NotifyPayload{Notify: NotifySignatureHashAlgorithms, Data: hashAlgorithmsData()})
+	}
+	ps = append(ps, &NotifyPayload{Notify: NotifyChildlessIKEv2Supported})
 	resp := &Message{Header: Header{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: ExchangeIKESAInit, Flags: flagResponse}, Payloads: ps}
 	b, err := resp.Marshal()
 	if err != nil {
