@@ -57,7 +57,7 @@ func (c *ChildSA) InboundKeys() (encr, integ []byte) {
 
 func (c *ChildSA) String() string {
 	return fmt.Sprintf("ESP %08x_i %08x_o %v %s === %s", c.InSPI, c.OutSPI, c.Suite,
-		selectorsString(c.LocalTS()), selectorsString(c.RemoteTS()))
+		SelectorsString(c.LocalTS()), SelectorsString(c.RemoteTS()))
 }
 
 // PrintKeys writes the SA's SPIs and keys in hex, one line each, in the spirit of

@@ -96,7 +96,8 @@ func narrow(proposed, allowed []TrafficSelector) []TrafficSelector {
 	return out
 }
 
-func selectorsString(tss []TrafficSelector) string {
+// SelectorsString writes selectors as charon logs them: "10.1.0.0/24 10.2.0.1/32".
+func SelectorsString(tss []TrafficSelector) string {
 	var parts []string
 	for _, ts := range tss {
 		parts = append(parts, ts.String())

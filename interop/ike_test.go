@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -423,16 +424,22 @@ func dialCharon(t testing.TB, cfg *ike.Config, c *charon) *ike.Session {
 	return s
 }
 
-// responderConns is charon's swanctl.conf as a responder: certificates, PSK and EAP-MSCHAPv2
-// gateways on 127.0.0.1, every proposal of the issue with every DH group.
+// allProposals is every proposal of the issue (FortiGate's dial-up set) with every DH group.
 const allProposals = "aes128-sha256-ecp256-ecp384-ecp521-curve25519-modp2048, aes256-sha256-ecp256-ecp384-ecp521-curve25519-modp2048, aes128gcm16-prfsha256-ecp256-ecp384-ecp521-curve25519-modp2048, aes256gcm16-prfsha384-ecp256-ecp384-ecp521-curve25519-modp2048, chacha20poly1305-prfsha256-ecp256-ecp384-ecp521-curve25519-modp2048"
 
+// responderConns is charon's swanctl.conf as a responder on 127.0.0.1: certificates both
+// ways (rw-cert), PSK both ways (rw-psk), and FortiGate's dial-up shape (rw-eap: the gateway
+// authenticates with a PSK, the user with EAP-MSCHAPv2, an address pool with DNS and split
+// include). The Child SAs' local side is 127.0.0.1/32 because kernel-libipsec needs a local
+// address inside its local traffic selector to route (ike-ssh.md §3.1). extra goes into the
+// rw-cert connection (dpd_delay, …).
 func responderConns(extra string) string {
 	return `connections {
   rw-cert {
     version = 2
     local_addrs = 127.0.0.1
     proposals = ` + allProposals + `
+    ` + extra + `
     local {
       auth = pubkey
       certs = gw.pem
@@ -451,10 +458,79 @@ func responderConns(extra string) string {
       }
     }
   }
-` + extra + `
+  rw-psk {
+    version = 2
+    local_addrs = 127.0.0.1
+    proposals = ` + allProposals + `
+    local {
+      auth = psk
+      id = gw-psk.test
+    }
+    remote {
+      auth = psk
+      id = psk-client
+    }
+    children {
+      net {
+        local_ts = 127.0.0.1/32
+        remote_ts = 10.1.0.0/24
+        esp_proposals = aes128gcm16, aes128-sha256
+      }
+    }
+  }
+  rw-eap {
+    version = 2
+    local_addrs = 127.0.0.1
+    proposals = ` + allProposals + `
+    pools = rw_pool
+    local {
+      auth = psk
+      id = gw-eap.test
+    }
+    remote {
+      auth = eap-mschapv2
+      eap_id = %any
+    }
+    children {
+      net {
+        local_ts = 127.0.0.1/32
+        esp_proposals = aes128-sha256, aes128gcm16
+      }
+    }
+  }
+}
+pools {
+  rw_pool {
+    addrs = 10.40.40.2-10.40.40.20
+    dns = 10.40.40.1
+    subnet = 10.2.0.0/24, 10.4.0.0/16
+  }
+}
+secrets {
+  ike-psk {
+    id-gw = gw-psk.test
+    id-client = psk-client
+    secret = "tokenlab-psk-0123456789"
+  }
+  ike-eap-gw {
+    id = gw-eap.test
+    secret = "fortigate-psk-0123456789"
+  }
+  eap-alice {
+    id = alice
+    secret = "alice-password"
+  }
+  eap-bob {
+    id = bob
+    secret = "bob-password` + bobCode + `"
+  }
 }
 `
 }
+
+// bobCode is the one-time code that charon, as a responder that knows nothing of TOTP, takes
+// as the end of bob's password: what a FortiGate's RADIUS server checks after the fact.
+const bobCode = "492039"
 
 // TestIKEInitiatorCertificates: tokenlab's initiator, its key on the card behind the
 // middleware, authenticates to charon with ECDSA P-256 and P-384 certificates, as RFC 7427
@@ -491,4 +567,266 @@ func TestIKEInitiatorCertificates(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestIKEInitiatorProposals: every proposal of the issue with DH 19, 20, 21, 31 and 14, each
+// negotiated alone by tokenlab's initiator with charon, authenticated with a PSK both ways.
+func TestIKEInitiatorProposals(t *testing.T) {
+	c := startCharon(t, charonOpts{swanctl: responderConns("")})
+	gw, _ := ike.ParseIdentity("gw-psk.test")
+	me, _ := ike.ParseIdentity("psk-client")
+	for _, prop := range []string{"aes128-sha256", "aes256-sha256", "aes128gcm16-prfsha256", "aes256gcm16-prfsha384", "chacha20poly1305-prfsha256"} {
+		for _, g := range []string{"ecp256", "ecp384", "ecp521", "curve25519", "modp2048"} {
+			t.Run(prop+"-"+g, func(t *testing.T) {
+				p, err := ike.ParseProposal(prop+"-"+g, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg := &ike.Config{PSK: []byte("tokenlab-psk-0123456789"), LocalID: me, RemoteID: &gw, Proposals: []ike.Proposal{p},
+					LocalTS: mustTS(t, "10.1.0.0/24"), RemoteTS: mustTS(t, "127.0.0.1/32"), RetransmitBase: 500 * time.Millisecond}
+				s := dialCharon(t, cfg, c)
+				got := s.Suite()
+				if got.String() != p.String() {
+					t.Errorf("negotiated %v, want %v", got, p)
+				}
+				if s.PeerAuthMethod() != ike.AuthPSK {
+					t.Errorf("charon authenticated with %v, want PSK", s.PeerAuthMethod())
+				}
+				if len(s.Children()) != 1 {
+					t.Errorf("%d Child SAs, want 1", len(s.Children()))
+				}
+				if err := s.Ping(context.Background()); err != nil {
+					t.Errorf("liveness check: %v", err)
+				}
+			})
+		}
+	}
+	if n := c.logCount(`authentication of 'psk-client' with pre-shared key successful`); n != 25 {
+		t.Errorf("charon accepted %d PSK authentications, want 25", n)
+	}
+}
+
+// eapPrompter answers the EAP password and the one-time code prompts and records them.
+func eapPrompter(password, code string) *prompt.Script {
+	answers := []prompt.Answer{{PIN: password}}
+	if code != "" {
+		answers = append(answers, prompt.Answer{PIN: code})
+	}
+	return prompt.NewScript(answers...)
+}
+
+// TestIKEInitiatorEAP: FortiClient's side of a FortiGate dial-up login against charon: the
+// gateway authenticates with a PSK, the user with EAP-MSCHAPv2, the password (and for bob the
+// one-time code appended to it) asked through the middleware's Prompter; the configuration
+// payload brings an address from 10.40.40.2–20, a DNS server and two split-include subnets.
+func TestIKEInitiatorEAP(t *testing.T) {
+	c := startCharon(t, charonOpts{swanctl: responderConns("")})
+	gw, _ := ike.ParseIdentity("gw-eap.test")
+	for _, tc := range []struct {
+		user, password, code string
+		otp                  ike.OTPMode
+	}{
+		{"alice", "alice-password", "", ike.OTPNone},
+		{"bob", "bob-password", bobCode, ike.OTPAppend},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			pr := eapPrompter(tc.password, tc.code)
+			id, _ := ike.ParseIdentity(tc.user)
+			cfg := &ike.Config{PSK: []byte("fortigate-psk-0123456789"), LocalID: id, RemoteID: &gw, RequestConfig: true,
+				EAP: &ike.EAPClient{Identity: tc.user, OTP: tc.otp, Prompter: pr}, RetransmitBase: 500 * time.Millisecond}
+			s := dialCharon(t, cfg, c)
+			if pr.Remaining() != 0 || len(pr.Requests()) != 1+len(tc.code)/len(bobCode) {
+				t.Errorf("prompts %v, %d answers left", pr.Requests(), pr.Remaining())
+			}
+			conf := s.Configuration()
+			pool := netip.MustParsePrefix("10.40.40.0/27")
+			if !pool.Contains(conf.Address) || conf.Address.Less(netip.MustParseAddr("10.40.40.2")) {
+				t.Errorf("assigned address %v, want one of 10.40.40.2-20", conf.Address)
+			}
+			if fmt.Sprint(conf.DNS) != "[10.40.40.1]" || fmt.Sprint(conf.Subnets) != "[10.2.0.0/24 10.4.0.0/16]" {
+				t.Errorf("configuration %v", conf)
+			}
+			ch := s.Children()
+			if len(ch) != 1 {
+				t.Fatalf("%d Child SAs, want 1", len(ch))
+			}
+			if got := ike.SelectorsString(ch[0].LocalTS()); got != conf.Address.String()+"/32" {
+				t.Errorf("child's local side %s, want the assigned address", got)
+			}
+			if !c.logHas("EAP method EAP_MSCHAPV2 succeeded, MSK established") ||
+				!c.logHas("authentication of '"+tc.user+"' with EAP successful") {
+				t.Errorf("charon's log lacks the EAP success:\n%s", tail(c.log, 30))
+			}
+		})
+	}
+	t.Run("wrong password", func(t *testing.T) {
+		id, _ := ike.ParseIdentity("alice")
+		cfg := &ike.Config{PSK: []byte("fortigate-psk-0123456789"), LocalID: id, RemoteID: &gw,
+			EAP: &ike.EAPClient{Identity: "alice", Password: []byte("guess")}, RetransmitBase: 500 * time.Millisecond}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := ike.Dial(ctx, cfg, netip.MustParseAddrPort("127.0.0.1:0"), c.addr())
+		if !errors.Is(err, ike.ErrAuthentication) {
+			t.Errorf("dial with a wrong EAP password: %v, want an authentication failure", err)
+		}
+	})
+}
+
+// TestIKEInitiatorChildless: an IKE SA without a Child SA (RFC 6023), which charon allows by
+// default.
+func TestIKEInitiatorChildless(t *testing.T) {
+	c := startCharon(t, charonOpts{swanctl: responderConns("")})
+	cd := newIKECard(t, "p256")
+	cfg := initiatorConfig(t, cd.token(t, "strict-2fa", pinPrompter(), nil, nil), cd.cert)
+	cfg.Childless = true
+	s := dialCharon(t, cfg, c)
+	if n := len(s.Children()); n != 0 {
+		t.Errorf("%d Child SAs in a childless IKE SA", n)
+	}
+	out := c.swanctl(t, "--list-sas")
+	if !strings.Contains(out, "rw-cert:") || strings.Contains(out, "net:") {
+		t.Errorf("charon's SAs:\n%s", out)
+	}
+}
+
+// TestIKEInitiatorFragmentation: with 300-byte fragments on our side and 400 on charon's
+// (RFC 7383), IKE_AUTH with certificates travels in fragments both ways.
+func TestIKEInitiatorFragmentation(t *testing.T) {
+	c := startCharon(t, charonOpts{settings: []string{"fragment_size = 400"}, swanctl: responderConns("")})
+	cd := newIKECard(t, "p384")
+	cfg := initiatorConfig(t, cd.token(t, "strict-2fa", pinPrompter(), nil, nil), cd.cert)
+	cfg.FragmentSize = 300
+	s := dialCharon(t, cfg, c)
+	if s.FragmentSize() != 300 {
+		t.Errorf("fragment size %d", s.FragmentSize())
+	}
+	if !c.logHas(`received fragment #1 of \d+, waiting for complete IKE message`) || !c.logHas(`reassembled fragmented IKE message`) {
+		t.Errorf("charon did not reassemble our fragments:\n%s", tail(c.log, 40))
+	}
+	if !c.logHas(`splitting IKE message \(\d+ bytes\) into \d+ fragments`) {
+		t.Errorf("charon did not fragment its answer:\n%s", tail(c.log, 40))
+	}
+	if len(s.Children()) != 1 {
+		t.Errorf("%d Child SAs", len(s.Children()))
+	}
+}
+
+// events collects a session's events for a test to wait on.
+type events struct {
+	ch chan ike.Event
+}
+
+func newEvents() *events { return &events{ch: make(chan ike.Event, 256)} }
+
+func (e *events) observe(ev ike.Event) {
+	select {
+	case e.ch <- ev:
+	default:
+	}
+}
+
+// wait returns the next event of kind k, failing after 15 s.
+func (e *events) wait(t testing.TB, k ike.EventKind) ike.Event {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case ev := <-e.ch:
+			if ev.Kind == k {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no %v event within 15s", k)
+		}
+	}
+}
+
+// TestIKEInitiatorRekeyLivenessDelete: tokenlab rekeys the IKE SA and the Child SA, checks
+// liveness and deletes; charon does the same to tokenlab (swanctl --rekey, its DPD, swanctl
+// --terminate).
+func TestIKEInitiatorRekeyLivenessDelete(t *testing.T) {
+	c := startCharon(t, charonOpts{swanctl: responderConns("dpd_delay = 1s")})
+	cd := newIKECard(t, "p256")
+	cfg := initiatorConfig(t, cd.token(t, "strict-2fa", pinPrompter(), nil, nil), cd.cert)
+	ev := newEvents()
+	cfg.Observer = ev.observe
+	s := dialCharon(t, cfg, c)
+	ctx := context.Background()
+
+	// Ours.
+	if err := s.RekeyIKE(ctx); err != nil {
+		t.Fatal(err)
+	}
+	spiI, spiR := s.SPIs()
+	out := c.swanctl(t, "--list-sas")
+	if !strings.Contains(out, fmt.Sprintf("%016x", spiI)) || !strings.Contains(out, fmt.Sprintf("%016x", spiR)) {
+		t.Errorf("charon does not list the rekeyed IKE SA %016x_i %016x_r:\n%s", spiI, spiR, out)
+	}
+	old := s.Children()[0]
+	nc, err := s.RekeyChild(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = c.swanctl(t, "--list-sas")
+	if !strings.Contains(out, fmt.Sprintf("in  %08x", nc.OutSPI)) || !strings.Contains(out, fmt.Sprintf("out %08x", nc.InSPI)) ||
+		childState(out, old.InSPI) == "INSTALLED" {
+		t.Errorf("charon's Child SAs after our rekey (new %v, old %v):\n%s", nc, old, out)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !c.logHas(`parsed INFORMATIONAL request \d+ \[ \]`) {
+		t.Error("charon did not see our liveness check")
+	}
+
+	// Charon's.
+	ev.wait(t, ike.EventLiveness) // its DPD after a second of silence
+	c.swanctl(t, "--rekey", "--ike", "rw-cert")
+	ev.wait(t, ike.EventIKERekeyed)
+	c.swanctl(t, "--rekey", "--child", "net")
+	ev.wait(t, ike.EventChildUp)
+	ev.wait(t, ike.EventChildDown)
+	if n := len(s.Children()); n != 1 {
+		t.Errorf("%d Child SAs after charon's rekey", n)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("liveness on the IKE SA charon rekeyed: %v", err)
+	}
+	c.swanctl(t, "--terminate", "--ike", "rw-cert")
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session survived charon's delete")
+	}
+	if s.Err() != nil {
+		t.Errorf("deleted by the peer, Err() = %v", s.Err())
+	}
+
+	// Our delete.
+	s2 := dialCharon(t, cfg, c)
+	if err := s2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.swanctl(t, "--list-sas"); strings.Contains(out, "rw-cert") {
+		t.Errorf("charon still has the IKE SA we deleted:\n%s", out)
+	}
+}
+
+// childState finds the state of the Child SA with an outbound SPI in `swanctl --list-sas`
+// output ("INSTALLED", "DELETED", or "" when it is not listed).
+func childState(listing string, outSPI uint32) string {
+	i := strings.Index(listing, fmt.Sprintf("out %08x", outSPI))
+	if i < 0 {
+		return ""
+	}
+	head := listing[:i]
+	j := strings.LastIndex(head, "reqid ")
+	if j < 0 {
+		return ""
+	}
+	f := strings.Split(head[j:], ",")
+	if len(f) < 2 {
+		return ""
+	}
+	return strings.TrimSpace(f[1])
 }
