@@ -424,7 +424,7 @@ func (a *eapAuthenticator) checkResponse(resp eapPacket, fail func(error) (eapPa
 	}
 	a.msk = mschapMSK(used, ntResp)
 	a.state = eapSuccessSent
-	msg := authenticatorResponse(used, ntResp, peerChal, a.authChal, name) + " M=Welcome to tokenlab"
+	msg := authenticatorResponse(used, ntResp, peerChal, a.authChal, name) + " M=Welcome2tokenlab"
 	next := a.request(eapTypeMSCHAPv2, nil)
 	next.Data = msPacket(msSuccess, msID, []byte(msg))
 	return next, eapContinue, nil

@@ -830,3 +830,299 @@ func childState(listing string, outSPI uint32) string {
 	}
 	return strings.TrimSpace(f[1])
 }
+
+// listenIKE starts a tokenlab responder on a loopback port.
+func listenIKE(t testing.TB, cfg *ike.Config) *ike.Responder {
+	t.Helper()
+	r, err := ike.Listen(cfg, netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// certResponder is a tokenlab responder that authenticates as gw.test with a certificate and
+// accepts client@test's.
+func certResponder(t testing.TB) *ike.Config {
+	p := testIKEPKI(t)
+	gw, _ := ike.ParseIdentity("gw.test")
+	return &ike.Config{Signer: p.gwKey, Certificates: [][]byte{p.gwCert}, CAs: []*x509.Certificate{p.ca}, LocalID: gw,
+		LocalTS: mustTS(t, "10.2.0.0/24"), RetransmitBase: 500 * time.Millisecond}
+}
+
+// initiatorConn is one connection of charon as the initiator towards a tokenlab responder.
+func initiatorConn(name string, port uint16, proposals, local, remote, child, extra string) string {
+	children := ""
+	if child != "" {
+		children = `
+    children {
+      net {
+        ` + child + `
+      }
+    }`
+	}
+	return `  ` + name + ` {
+    version = 2
+    local_addrs = 127.0.0.1
+    remote_addrs = 127.0.0.1
+    remote_port = ` + fmt.Sprint(port) + `
+    proposals = ` + proposals + `
+    ` + extra + `
+    local {
+      ` + local + `
+    }
+    remote {
+      ` + remote + `
+    }` + children + `
+  }
+`
+}
+
+const childNet = "local_ts = 127.0.0.1/32\n        remote_ts = 10.2.0.0/24\n        esp_proposals = aes128gcm16, aes128-sha256\n        start_action = none"
+
+// initiate runs `swanctl --initiate` for an IKE SA (and its child "net" when child) and returns
+// the session the responder accepted.
+func initiate(t testing.TB, c *charon, r *ike.Responder, conn string, child bool) *ike.Session {
+	t.Helper()
+	args := []string{"--initiate", "--ike", conn, "--timeout", "20"}
+	if child {
+		args = append(args, "--child", "net")
+	}
+	c.swanctl(t, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := r.Accept(ctx)
+	if err != nil {
+		t.Fatalf("the responder accepted no session after charon's %s: %v", conn, err)
+	}
+	return s
+}
+
+// TestIKEResponderCertificates: charon initiates to tokenlab's responder with ECDSA P-256 and
+// P-384 client certificates; both sides sign with RFC 7427 digital signatures, or, when the
+// responder announces no SIGNATURE_HASH_ALGORITHMS, with RFC 4754.
+func TestIKEResponderCertificates(t *testing.T) {
+	for _, mode := range []ike.SignatureMode{ike.SignatureRFC7427, ike.SignatureRFC4754} {
+		name := map[ike.SignatureMode]string{ike.SignatureRFC7427: "rfc7427", ike.SignatureRFC4754: "rfc4754"}[mode]
+		t.Run(name, func(t *testing.T) {
+			cfg := certResponder(t)
+			cfg.SignatureMode = mode
+			r := listenIKE(t, cfg)
+			port := r.Addrs()[0].Port()
+			var conns string
+			for _, curve := range []string{"p256", "p384"} {
+				conns += initiatorConn("cert-"+curve, port, "aes256gcm16-prfsha384-ecp384",
+					"auth = pubkey\n      certs = client-"+curve+".pem\n      id = client@test",
+					"auth = pubkey\n      id = gw.test\n      cacerts = ca.pem", childNet, "")
+			}
+			c := startCharon(t, charonOpts{swanctl: "connections {\n" + conns + "}\n"})
+			for _, curve := range []string{"p256", "p384"} {
+				s := initiate(t, c, r, "cert-"+curve, true)
+				if got := s.RemoteID().String(); got != "client@test" {
+					t.Errorf("%s: remote identity %q", curve, got)
+				}
+				wantMethod := ike.AuthDigitalSignature
+				if mode == ike.SignatureRFC4754 {
+					wantMethod = map[string]ike.AuthMethod{"p256": ike.AuthECDSA256, "p384": ike.AuthECDSA384}[curve]
+				}
+				if got := s.PeerAuthMethod(); got != wantMethod {
+					t.Errorf("%s: charon signed with %v, want %v", curve, got, wantMethod)
+				}
+				if bits := s.PeerCertificate().PublicKey.(*ecdsa.PublicKey).Curve.Params().BitSize; fmt.Sprintf("p%d", bits) != curve {
+					t.Errorf("%s: charon's certificate has a P-%d key", curve, bits)
+				}
+				if ch := s.Children(); len(ch) != 1 || ike.SelectorsString(ch[0].RemoteTS()) != "127.0.0.1/32" {
+					t.Errorf("%s: Child SAs %v", curve, ch)
+				}
+			}
+			re := "authentication of 'gw.test' with ECDSA_WITH_SHA256_DER successful"
+			if mode == ike.SignatureRFC4754 {
+				re = "authentication of 'gw.test' with ECDSA-256 signature successful"
+			}
+			if n := c.logCount(re); n != 2 {
+				t.Errorf("charon logged %q %d times, want 2", re, n)
+			}
+		})
+	}
+}
+
+// TestIKEResponderProposals: charon initiates with each proposal of the issue and each DH
+// group alone; tokenlab's responder (PSK) must settle on exactly that one.
+func TestIKEResponderProposals(t *testing.T) {
+	gw, _ := ike.ParseIdentity("gw-psk.test")
+	cfg := &ike.Config{PSK: []byte("tokenlab-psk-0123456789"), LocalID: gw, LocalTS: mustTS(t, "10.2.0.0/24"), RetransmitBase: 500 * time.Millisecond}
+	r := listenIKE(t, cfg)
+	port := r.Addrs()[0].Port()
+	props := []string{"aes128-sha256", "aes256-sha256", "aes128gcm16-prfsha256", "aes256gcm16-prfsha384", "chacha20poly1305-prfsha256"}
+	groups := []string{"ecp256", "ecp384", "ecp521", "curve25519", "modp2048"}
+	var conns string
+	for i, p := range props {
+		for j, g := range groups {
+			conns += initiatorConn(fmt.Sprintf("p%d%d", i, j), port, p+"-"+g,
+				"auth = psk\n      id = psk-client", "auth = psk\n      id = gw-psk.test", childNet, "")
+		}
+	}
+	c := startCharon(t, charonOpts{swanctl: "connections {\n" + conns + "}\nsecrets {\n  ike-psk {\n    id-gw = gw-psk.test\n    id-client = psk-client\n    secret = \"tokenlab-psk-0123456789\"\n  }\n}\n"})
+	for i, p := range props {
+		for j, g := range groups {
+			s := initiate(t, c, r, fmt.Sprintf("p%d%d", i, j), true)
+			want, _ := ike.ParseProposal(p+"-"+g, false)
+			if got := s.Suite().String(); got != want.String() {
+				t.Errorf("charon proposed %s-%s, the responder chose %s", p, g, got)
+			}
+			if s.PeerAuthMethod() != ike.AuthPSK || len(s.Children()) != 1 {
+				t.Errorf("%s-%s: peer auth %v, %d Child SAs", p, g, s.PeerAuthMethod(), len(s.Children()))
+			}
+			s.Close(context.Background())
+		}
+	}
+}
+
+// TestIKEResponderEAP: FortiGate's side: charon logs in as alice (password) and as bob
+// (password with the current TOTP code appended, RFC 6238, 30 s steps, ±1 step); the
+// responder authenticates itself with a PSK and hands out an address from its pool with DNS
+// and split-include subnets. A code is accepted once only.
+func TestIKEResponderEAP(t *testing.T) {
+	clock := middleware.NewFakeClock(time.Date(2026, 1, 28, 9, 0, 0, 0, time.UTC))
+	totp := &ike.TOTP{Secret: []byte("12345678901234567890"), Step: 30 * time.Second, Window: 1}
+	gw, _ := ike.ParseIdentity("gw-eap.test")
+	pool, _ := ike.ParsePool("10.40.40.2-10.40.40.20")
+	cfg := &ike.Config{PSK: []byte("fortigate-psk-0123456789"), LocalID: gw, Pool: pool,
+		DNS: []netip.Addr{netip.MustParseAddr("10.40.40.1")}, SplitInclude: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("10.4.0.0/16")},
+		EAPServer: &ike.EAPServer{OTP: ike.OTPAppend, Clock: clock, Users: map[string]ike.EAPUser{
+			"alice": {Password: []byte("alice-password")},
+			"bob":   {Password: []byte("bob-password"), TOTP: totp},
+		}}, RetransmitBase: 500 * time.Millisecond}
+	r := listenIKE(t, cfg)
+	port := r.Addrs()[0].Port()
+	conf := func(code string) string {
+		var conns string
+		for _, u := range []string{"alice", "bob"} {
+			conns += initiatorConn("eap-"+u, port, "aes128-sha256-modp2048, aes256gcm16-prfsha384-ecp384",
+				"auth = eap-mschapv2\n      eap_id = "+u+"\n      id = "+u, "auth = psk\n      id = gw-eap.test", "", "vips = 0.0.0.0\n    childless = force")
+		}
+		return "connections {\n" + conns + "}\nsecrets {\n  ike-gw {\n    id-gw = gw-eap.test\n    id-alice = alice\n    id-bob = bob\n    secret = \"fortigate-psk-0123456789\"\n  }\n" +
+			"  eap-alice {\n    id = alice\n    secret = \"alice-password\"\n  }\n  eap-bob {\n    id = bob\n    secret = \"bob-password" + code + "\"\n  }\n}\n"
+	}
+	code := totp.At(clock.Now())
+	c := startCharon(t, charonOpts{swanctl: conf(code)})
+	for _, u := range []string{"alice", "bob"} {
+		s := initiate(t, c, r, "eap-"+u, false)
+		if s.EAPIdentity() != u || s.PeerAuthMethod() != ike.AuthPSK {
+			t.Errorf("%s: EAP identity %q, AUTH %v", u, s.EAPIdentity(), s.PeerAuthMethod())
+		}
+		a := s.Configuration().Address
+		if !a.IsValid() || a.Less(netip.MustParseAddr("10.40.40.2")) || netip.MustParseAddr("10.40.40.20").Less(a) {
+			t.Errorf("%s: assigned %v", u, a)
+		}
+		if out := c.swanctl(t, "--list-sas", "--ike", "eap-"+u); !strings.Contains(out, "["+a.String()+"]") {
+			t.Errorf("%s: charon does not show its virtual IP %v:\n%s", u, a, out)
+		}
+	}
+	if !c.logHas(`EAP-MS-CHAPv2 succeeded: 'Welcome2tokenlab'`) {
+		t.Errorf("charon's log lacks the MS-CHAPv2 success message:\n%s", tail(c.log, 20))
+	}
+	// The same code again: refused (RFC 6238 §5.2).
+	c.swanctl(t, "--terminate", "--ike", "eap-bob")
+	if out, err := c.swanctlErr("--initiate", "--ike", "eap-bob", "--timeout", "20"); err == nil {
+		t.Errorf("a reused one-time code was accepted:\n%s", out)
+	}
+	// The next step's code works.
+	clock.Advance(30 * time.Second)
+	if err := os.WriteFile(filepath.Join(c.dir, "swanctl", "swanctl.conf"), []byte(conf(totp.At(clock.Now()))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.swanctl(t, "--load-creds", "--clear")
+	if s := initiate(t, c, r, "eap-bob", false); s.EAPIdentity() != "bob" {
+		t.Errorf("bob's next code: EAP identity %q", s.EAPIdentity())
+	}
+}
+
+// TestIKEResponderChildlessFragmentation: charon initiates a childless IKE SA (RFC 6023), and
+// one with a Child SA, through 400-byte fragments from charon and 300-byte fragments from us.
+func TestIKEResponderChildlessFragmentation(t *testing.T) {
+	cfg := certResponder(t)
+	cfg.FragmentSize = 300
+	r := listenIKE(t, cfg)
+	port := r.Addrs()[0].Port()
+	local := "auth = pubkey\n      certs = client-p384.pem\n      id = client@test"
+	remote := "auth = pubkey\n      id = gw.test"
+	conns := initiatorConn("childless", port, "aes256gcm16-prfsha384-ecp384", local, remote, "", "childless = force") +
+		initiatorConn("child", port, "aes128-sha256-modp2048", local, remote, childNet, "")
+	c := startCharon(t, charonOpts{settings: []string{"fragment_size = 400"}, swanctl: "connections {\n" + conns + "}\n"})
+	s := initiate(t, c, r, "childless", false)
+	if n := len(s.Children()); n != 0 {
+		t.Errorf("%d Child SAs in a childless IKE SA", n)
+	}
+	s = initiate(t, c, r, "child", true)
+	if n := len(s.Children()); n != 1 {
+		t.Errorf("%d Child SAs", n)
+	}
+	if s.FragmentSize() != 300 {
+		t.Errorf("fragment size %d", s.FragmentSize())
+	}
+	if n := c.logCount(`splitting IKE message \(\d+ bytes\) into \d+ fragments`); n < 2 {
+		t.Errorf("charon fragmented %d messages, want its IKE_AUTH requests", n)
+	}
+	if n := c.logCount(`reassembled fragmented IKE message`); n < 2 {
+		t.Errorf("charon reassembled %d of our messages, want our IKE_AUTH answers", n)
+	}
+}
+
+// TestIKEResponderRekeyLivenessDelete: on an IKE SA charon initiated, tokenlab's responder
+// rekeys the IKE SA and the Child SA, checks liveness and deletes; charon rekeys both, checks
+// liveness (DPD) and deletes.
+func TestIKEResponderRekeyLivenessDelete(t *testing.T) {
+	cfg := certResponder(t)
+	ev := newEvents()
+	cfg.Observer = ev.observe
+	r := listenIKE(t, cfg)
+	conns := initiatorConn("cert", r.Addrs()[0].Port(), "chacha20poly1305-prfsha256-curve25519",
+		"auth = pubkey\n      certs = client-p256.pem\n      id = client@test", "auth = pubkey\n      id = gw.test", childNet, "dpd_delay = 1s")
+	c := startCharon(t, charonOpts{swanctl: "connections {\n" + conns + "}\n"})
+	s := initiate(t, c, r, "cert", true)
+	ctx := context.Background()
+
+	if err := s.RekeyIKE(ctx); err != nil {
+		t.Fatal(err)
+	}
+	spiI, spiR := s.SPIs()
+	if out := c.swanctl(t, "--list-sas"); !strings.Contains(out, fmt.Sprintf("%016x_i %016x_r", spiI, spiR)) {
+		t.Errorf("charon does not list the IKE SA we rekeyed (%016x_i %016x_r):\n%s", spiI, spiR, out)
+	}
+	old := s.Children()[0]
+	nc, err := s.RekeyChild(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := c.swanctl(t, "--list-sas"); childState(out, nc.InSPI) != "INSTALLED" || childState(out, old.InSPI) == "INSTALLED" {
+		t.Errorf("charon's Child SAs after our rekey:\n%s", out)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	ev.wait(t, ike.EventLiveness)
+	c.swanctl(t, "--rekey", "--ike", "cert")
+	ev.wait(t, ike.EventIKERekeyed)
+	c.swanctl(t, "--rekey", "--child", "net")
+	ev.wait(t, ike.EventChildUp)
+	ev.wait(t, ike.EventChildDown)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("liveness after charon's rekey: %v", err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.swanctl(t, "--list-sas"); strings.Contains(out, "cert:") {
+		t.Errorf("charon still has the IKE SA we deleted:\n%s", out)
+	}
+	s = initiate(t, c, r, "cert", true)
+	c.swanctl(t, "--terminate", "--ike", "cert")
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session survived charon's delete")
+	}
+}
