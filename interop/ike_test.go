@@ -1126,3 +1126,58 @@ func TestIKEResponderRekeyLivenessDelete(t *testing.T) {
 		t.Fatal("the session survived charon's delete")
 	}
 }
+
+// TestIKEPromptsPerProfile: the FortiClient reconnect case. The initiator's key is on the
+// card; the tunnel is brought up and torn down three times by one application. Under
+// strict-2fa the middleware asks for the PIN on every connection (three prompts, the card
+// reset at each close); under safenet-single-logon once (the card stays verified and the
+// next connection signs without asking). The audit trail counts.
+func TestIKEPromptsPerProfile(t *testing.T) {
+	c := startCharon(t, charonOpts{swanctl: responderConns("")})
+	for _, tc := range []struct {
+		profile      string
+		prompts      int
+		resets       int
+		cardVerified int
+	}{
+		{"strict-2fa", 3, 3, 0},
+		{"safenet-single-logon", 1, 0, 2},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			cd := newIKECard(t, "p256")
+			rec := &middleware.Recorder{}
+			clock := middleware.NewFakeClock(time.Date(2026, 1, 28, 9, 0, 0, 0, time.UTC))
+			pol, _ := middleware.Profile(tc.profile)
+			tok, err := middleware.Open(context.Background(), cd.dev.Card.Dial, middleware.Options{
+				Application: "forticlient", Policy: pol, Prompter: pinPrompter(), Audit: rec, Clock: clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tok.Close(context.Background())
+			for i := 0; i < 3; i++ {
+				s := dialCharon(t, initiatorConfig(t, tok, cd.cert), c)
+				if err := s.Close(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				clock.Advance(time.Minute)
+			}
+			if n := rec.Count("forticlient", middleware.EventPrompt); n != tc.prompts {
+				t.Errorf("%d PIN prompts over three connections, want %d", n, tc.prompts)
+			}
+			if n := rec.Count("forticlient", middleware.EventSign); n != 3 {
+				t.Errorf("%d signatures, want 3", n)
+			}
+			if n := rec.Count("forticlient", middleware.EventCardReset); n != tc.resets {
+				t.Errorf("%d card resets at tunnel close, want %d", n, tc.resets)
+			}
+			if n := rec.Count("forticlient", middleware.EventCardVerified); n != tc.cardVerified {
+				t.Errorf("%d connections found the card still verified, want %d", n, tc.cardVerified)
+			}
+			if t.Failed() {
+				for _, e := range rec.Events() {
+					t.Log(e)
+				}
+			}
+		})
+	}
+}
