@@ -42,11 +42,16 @@ var (
 	peerCharonChaPo  = peer{"/usr/lib/ipsec/plugins/libstrongswan-chapoly.so", "libstrongswan-extra-plugins"}
 	peerCharonMSCHAP = peer{"/usr/lib/ipsec/plugins/libstrongswan-eap-mschapv2.so", "libcharon-extauth-plugins"}
 	peerCharonLibIPs = peer{"/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so", "libcharon-extra-plugins"}
+	peerCharonSSL    = peer{"/usr/lib/ipsec/plugins/libstrongswan-openssl.so", "libstrongswan-standard-plugins"}
+	peerCharon25519  = peer{"/usr/lib/ipsec/plugins/libstrongswan-curve25519.so", "libstrongswan-extra-plugins"}
+	peerCharonEAPID  = peer{"/usr/lib/ipsec/plugins/libstrongswan-eap-identity.so", "libcharon-extra-plugins"}
+	peerCharonVici   = peer{"/usr/lib/ipsec/plugins/libstrongswan-vici.so", "strongswan-swanctl"}
 )
 
 func needCharon(t testing.TB) {
 	t.Helper()
-	need(t, peerCharon, peerSwanctl, peerUnshare, peerCharonGCM, peerCharonChaPo, peerCharonMSCHAP, peerCharonLibIPs)
+	need(t, peerCharon, peerSwanctl, peerUnshare, peerCharonGCM, peerCharonChaPo, peerCharonMSCHAP, peerCharonLibIPs,
+		peerCharonSSL, peerCharon25519, peerCharonEAPID, peerCharonVici)
 }
 
 // ikePKI is the test's certificates: a CA, the gateway's P-256 certificate for gw.test, and
