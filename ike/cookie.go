@@ -39,11 +39,18 @@ func newCookieJar(clock Clock) *cookieJar {
 	return j
 }
 
-// rotate moves to a new secret once the current one is old; callers hold mu.
+// rotate moves to a new secret for every lifetime that has passed; callers hold mu. The
+// current secret's birth advances by whole lifetimes, so a secret is accepted for less than
+// two lifetimes after it was made however rarely cookies are asked for.
 func (j *cookieJar) rotate() {
-	if now := j.clock.Now(); now.Sub(j.born) >= cookieSecretLifetime {
+	now := j.clock.Now()
+	for i := 0; i < 2 && now.Sub(j.born) >= cookieSecretLifetime; i++ {
 		j.version++
 		rand.Read(j.secret[j.version&1][:])
+		j.born = j.born.Add(cookieSecretLifetime)
+	}
+	if now.Sub(j.born) >= cookieSecretLifetime {
+		// Both secrets were just replaced; the current one starts now.
 		j.born = now
 	}
 }

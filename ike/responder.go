@@ -191,8 +191,14 @@ func (r *Responder) saInit(ep *endpoint, raw []byte, m *Message, from netip.Addr
 		return
 	}
 	r.mu.Lock()
-	if r.closed {
+	if r.closed || len(r.halfOpen) >= r.maxHalfOpen() {
+		// Closed, or the other socket filled the table meanwhile: the limit holds.
+		closed := r.closed
 		r.mu.Unlock()
+		if !closed {
+			r.stats.dropped.Add(1)
+		}
+		s.hs.timer.Stop() // never published: nothing else refers to s
 		return
 	}
 	r.halfOpen[key] = s
