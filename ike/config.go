@@ -91,6 +91,11 @@ type Config struct {
 	Token Logouter
 	// Clock is the time of one-time codes and certificate validity; nil is the system clock.
 	Clock Clock
+	// Record, when set, is given every message received: unprotected ones as they came,
+	// protected ones after decryption and reassembly, re-framed as unprotected messages (the
+	// IKE header, then the inner payloads as they came). It is for captures and fuzz seeds, is
+	// called on the socket's goroutine, and must not keep b.
+	Record func(b []byte)
 	// Log receives protocol logs; nil discards them.
 	Log *slog.Logger
 	// Observer is told of each Event; it must not block.

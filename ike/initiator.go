@@ -60,7 +60,7 @@ func Dial(ctx context.Context, cfg *Config, local, remote netip.AddrPort) (*Sess
 		return nil, err
 	}
 	table := newSessionTable()
-	ep := newEndpoint(c, table, cfg.log())
+	ep := newEndpoint(c, table, cfg)
 	go ep.run()
 	s := newSession(cfg, table, ep, remote, true)
 	s.ownConn = ep

@@ -69,6 +69,25 @@ type Message struct {
 	Payloads []Payload
 
 	raw []byte // as received, for the AUTH payload's signed octets
+
+	inner      []byte      // a protected message's payloads after decryption and reassembly
+	innerFirst PayloadType // the type of the first of them
+}
+
+// plainForm is a protected message as an unprotected one: its header, then the decrypted
+// payloads as they came. Unprotected messages are returned as received.
+func (m *Message) plainForm() []byte {
+	if m.inner == nil {
+		return m.raw
+	}
+	h := m.Header
+	h.NextPayload = m.innerFirst
+	h.Length = uint32(headerLen + len(m.inner))
+	b := cryptobyte.NewFixedBuilder(make([]byte, 0, h.Length))
+	h.marshal(b)
+	b.AddBytes(m.inner)
+	out, _ := b.Bytes()
+	return out
 }
 
 // Marshal encodes an unprotected message (IKE_SA_INIT, or an answer without keys), setting

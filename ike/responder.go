@@ -53,22 +53,33 @@ func Listen(cfg *Config, addrs ...netip.AddrPort) (*Responder, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("ike: Listen needs an address")
 	}
-	r := &Responder{cfg: cfg, table: newSessionTable(), cookies: newCookieJar(cfg.clock()),
-		accept: make(chan *Session, 64), halfOpen: map[halfOpenKey]*Session{}}
+	var conns []*conn
 	for _, a := range addrs {
 		c, err := listenUDP(a)
 		if err != nil {
-			r.Close()
+			for _, c := range conns {
+				c.pc.Close()
+			}
 			return nil, err
 		}
-		ep := newEndpoint(c, r.table, cfg.log())
+		conns = append(conns, c)
+	}
+	return newResponder(cfg, conns), nil
+}
+
+// newResponder serves IKE on sockets that are already open.
+func newResponder(cfg *Config, conns []*conn) *Responder {
+	r := &Responder{cfg: cfg, table: newSessionTable(), cookies: newCookieJar(cfg.clock()),
+		accept: make(chan *Session, 64), halfOpen: map[halfOpenKey]*Session{}}
+	for _, c := range conns {
+		ep := newEndpoint(c, r.table, cfg)
 		ep.onInit = r.saInit
 		r.eps = append(r.eps, ep)
 	}
 	for _, ep := range r.eps {
 		go ep.run()
 	}
-	return r, nil
+	return r
 }
 
 // Addrs are the addresses the responder listens on.

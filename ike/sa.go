@@ -152,6 +152,7 @@ func (sa *ikeSA) open(raw []byte, m *Message, enc *encrypted) (bool, error) {
 		return false, syntaxErr("%v payload inside an encrypted payload", PayloadSK)
 	}
 	m.Payloads = append(m.Payloads, inner...)
+	m.inner, m.innerFirst = plain, first
 	return true, nil
 }
 

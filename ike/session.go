@@ -89,12 +89,13 @@ type endpoint struct {
 	c      *conn
 	table  *sessionTable
 	log    *slog.Logger
+	record func([]byte)
 	onInit func(ep *endpoint, raw []byte, m *Message, from netip.AddrPort)
 	done   chan struct{}
 }
 
-func newEndpoint(c *conn, table *sessionTable, log *slog.Logger) *endpoint {
-	return &endpoint{c: c, table: table, log: log, done: make(chan struct{})}
+func newEndpoint(c *conn, table *sessionTable, cfg *Config) *endpoint {
+	return &endpoint{c: c, table: table, log: cfg.log(), record: cfg.Record, done: make(chan struct{})}
 }
 
 func (e *endpoint) run() {
@@ -124,6 +125,9 @@ func (e *endpoint) dispatch(raw []byte, from netip.AddrPort) {
 	if err != nil {
 		e.log.Debug("dropping malformed message", "from", from, "err", err)
 		return
+	}
+	if enc == nil && e.record != nil {
+		e.record(raw)
 	}
 	if m.Exchange == ExchangeIKESAInit && !m.IsResponse() && m.SPIr == 0 {
 		if e.onInit != nil {
@@ -387,6 +391,9 @@ func (s *Session) receive(ep *endpoint, raw []byte, m *Message, enc *encrypted, 
 	if !done {
 		return // more fragments to come
 	}
+	if ep.record != nil {
+		ep.record(m.plainForm())
+	}
 	// The peer may have moved (NAT-T port float): answer where authenticated requests come
 	// from (RFC 7296 §2.11).
 	s.peer, s.ep = from, ep
@@ -446,6 +453,9 @@ func (s *Session) receiveResponse(sa *ikeSA, raw []byte, m *Message, enc *encryp
 		return
 	}
 	if done {
+		if s.ep.record != nil {
+			s.ep.record(m.plainForm())
+		}
 		s.pending = nil
 		p.ch <- m
 	}

@@ -45,9 +45,17 @@ func unframe(local, remote uint16, d []byte) ([]byte, error) {
 	return d[4:], nil
 }
 
+// packetConn is what an endpoint needs of a UDP socket; fuzz targets put a memory pipe in its
+// place.
+type packetConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	Close() error
+}
+
 // conn is a UDP socket that carries IKE.
 type conn struct {
-	pc    *net.UDPConn
+	pc    packetConn
 	local netip.AddrPort
 }
 
