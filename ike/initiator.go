@@ -68,6 +68,9 @@ func Dial(ctx context.Context, cfg *Config, local, remote netip.AddrPort) (*Sess
 	hctx, cancel := context.WithTimeout(ctx, cfg.negotiateTimeout())
 	defer cancel()
 	if err := hs.run(hctx); err != nil {
+		if ctx.Err() == nil && hctx.Err() != nil {
+			err = fmt.Errorf("ike: negotiation with %v not done within the negotiate timeout (%v): %w", remote, cfg.negotiateTimeout(), err)
+		}
 		hs.state = initFailed
 		s.mu.Lock()
 		s.terminate(err)
