@@ -24,6 +24,7 @@ func commands() []command {
 		{"card", "create and inspect a virtual card (init, status)", runCard},
 		{"serve", "run a virtual card: into pcscd through vpcd, as PKCS#11, on a card socket", runServe},
 		{"demo", "show a virtual card end to end: keys, PIN policies, signatures", runDemo},
+		{"ike", "IKEv2 responder (listen) and initiator (connect) with the card's key", runIKE},
 		{"lab", "run PIN-policy scenarios and judge them (run, list, check)", runLab},
 		{"profiles", "list the middleware's PIN-caching profiles and what each reproduces", runProfiles},
 	}
