@@ -104,3 +104,27 @@ func newLabCard(ctx context.Context, now time.Time) (*labCard, error) {
 	d.Card.Reset() // the set-up's management key and PIN state are not the scenario's
 	return lc, nil
 }
+
+// issueServer makes a software key and a server certificate from the lab's CA for name: the
+// VPN gateway's and the SSH server's host key.
+func (lc *labCard) issueServer(name string) (crypto.Signer, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{Organization: []string{"tokenlab"}, CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    lc.issued.Add(-time.Hour),
+		NotAfter:     lc.issued.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, lc.ca, key.Public(), lc.caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	return key, cert, err
+}

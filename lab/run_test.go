@@ -21,6 +21,12 @@ var expected = map[string]map[string]map[string][]int{
 		"opensc-ignore-user-consent": {"pin-every-signature 9c": {14, 15}, "reauth-after 15m": {19}},
 		"ykcs11":                     {"reauth-after 15m": {19}},
 	},
+	// The FortiClient case: single logon reconnects without a PIN, strict-2fa asks each time,
+	// and a removal ends the single logon.
+	"forticlient-reconnect": {
+		"safenet-single-logon": {"pin-every-connection": {17, 20}},
+		"strict-2fa":           {},
+	},
 	"idle-reauth": {
 		"strict-2fa":           {"reauth-after 15m": {12}},
 		"activclient":          {}, // its 15 idle minutes end the single logon: asked again
