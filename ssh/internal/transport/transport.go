@@ -3,8 +3,9 @@
 // 6187 certificates among them), AES-GCM packets, re-keying and strict key exchange.
 //
 // It exists because golang.org/x/crypto/ssh parses host keys and user keys itself and knows no
-// x509v3-* algorithm (golang/go#24266); everything above the transport and user
-// authentication — channels, sessions — is still x/crypto/ssh's.
+// x509v3-* algorithm (golang/go#24266). x/crypto/ssh cannot run its channels on another
+// transport, so the layers above this one are tokenlab's too (package ssh and
+// ssh/internal/connection); keys, signers and signatures stay x/crypto/ssh's.
 package transport
 
 import (
