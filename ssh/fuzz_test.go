@@ -164,4 +164,3 @@ func TestAuthRequestRoundTrip(t *testing.T) {
 		t.Error("trailing byte accepted")
 	}
 }
-
