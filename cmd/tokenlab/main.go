@@ -25,6 +25,7 @@ func commands() []command {
 		{"serve", "run a virtual card: into pcscd through vpcd, as PKCS#11, on a card socket", runServe},
 		{"demo", "show a virtual card end to end: keys, PIN policies, signatures", runDemo},
 		{"profiles", "list the middleware's PIN-caching profiles and what each reproduces", runProfiles},
+		{"ssh", "SSH with token keys, plain or RFC 6187 X.509: listen, connect, export", runSSH},
 	}
 }
 
@@ -71,9 +72,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 				name, err = sub.name, sub.err
 			}
 			var help helpError
+			var status exitStatus
 			switch {
 			case err == nil:
 				return 0
+			case errors.As(err, &status):
+				return int(status)
 			case errors.As(err, &help):
 				fmt.Fprint(stderr, help.text)
 				return 0
