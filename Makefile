@@ -9,7 +9,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PEERS := pcscd vsmartcard-vpcd libpcsclite-dev pkgconf opensc opensc-pkcs11 \
          yubico-piv-tool ykcs11 yubikey-manager pinentry-tty \
          p11-kit p11-kit-modules softhsm2 gnutls-bin libnss3-tools openssh-client openssh-server \
-         gcc libc6-dev libp11-kit-dev
+         gcc libc6-dev libp11-kit-dev python3 python3-asyncssh python3-openssl
 
 .PHONY: all build test unit interop peers demo bench fuzz vet clean
 
