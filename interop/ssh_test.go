@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -208,6 +209,7 @@ func (p *proc) waitPort(t *testing.T, port int) {
 	for !listening(port) {
 		select {
 		case err := <-p.done:
+			p.done <- err // for the cleanup
 			t.Fatalf("%s exited at start (%v):\n%s", p.cmd.Path, err, p.log())
 		default:
 		}
@@ -218,13 +220,18 @@ func (p *proc) waitPort(t *testing.T, port int) {
 	}
 }
 
-// sshListen starts `tokenlab ssh listen` on a free port with a new Ed25519 host key and args,
+// sshListen starts `tokenlab ssh listen` on a free port with args (and a new Ed25519 host key
+// unless they put the host key on the card),
 // and waits for it; it returns the port and the host key's .pub file.
 func sshListen(t *testing.T, env []string, args ...string) (*proc, int, string) {
 	t.Helper()
 	port := appsFreePort(t)
 	hostKey, _ := hostKeyPair(t, port)
-	p := startProc(t, env, tokenlabBin, append([]string{"ssh", "listen", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--host-key", hostKey}, args...)...)
+	listen := []string{"ssh", "listen", "--listen", fmt.Sprintf("127.0.0.1:%d", port)}
+	if !slices.Contains(args, "--host-slot") {
+		listen = append(listen, "--host-key", hostKey)
+	}
+	p := startProc(t, env, tokenlabBin, append(listen, args...)...)
 	p.waitPort(t, port)
 	return p, port, hostKey + ".pub"
 }
@@ -559,5 +566,96 @@ func TestOpenSSHPINAlways(t *testing.T) {
 	}
 	if got := strings.Join(kinds, ", "); got != "prompt 9c, sign 9c, prompt 9c, sign 9c" {
 		t.Errorf("tokenlab client with the PIN-always key: %s, want a prompt before each signature", got)
+	}
+}
+
+// asyncsshScript is the AsyncSSH peer (testdata/asyncssh_peer.py).
+func asyncsshScript(t *testing.T) string {
+	t.Helper()
+	need(t, peerPython3, peerAsyncSSH, peerPyOpenSSL)
+	p, err := filepath.Abs(filepath.Join("testdata", "asyncssh_peer.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestAsyncSSHServer: tokenlab's client logs into an AsyncSSH server with the card's
+// certificate as an RFC 6187 key — x509v3-ecdsa-sha2-nistp256 (9A) and -nistp384 (9C, PIN
+// always) — and checks AsyncSSH's RFC 6187 host key, P-256 and P-384, against the CA (with
+// --host-ca the client accepts no other kind of host key).
+func TestAsyncSSHServer(t *testing.T) {
+	script := asyncsshScript(t)
+	ca := newSSHCA(t)
+	dir := provisionSSH(t, ca)
+	sock := serveSocket(t, dir)
+	authorized := filepath.Join(t.TempDir(), "authorized_keys")
+	appsWrite(t, authorized, "x509v3-ecdsa-sha2-nistp256 subject=CN=alice\nx509v3-ecdsa-sha2-nistp384 subject=CN=alice\n", 0o600)
+	for _, tc := range []struct {
+		name, slot, userAlg string
+		hostCurve           elliptic.Curve
+	}{
+		{"user p256 host p256", "9a", tlssh.KeyAlgoX509ECDSA256, elliptic.P256()},
+		{"user p384 host p384", "9c", tlssh.KeyAlgoX509ECDSA384, elliptic.P384()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hostKey, hostCert := ca.softwareIdentity(t, tc.hostCurve, "asyncssh host", true)
+			port := appsFreePort(t)
+			srv := startProc(t, nil, peerPython3.path, script, "server", fmt.Sprint(port), hostKey, hostCert, ca.pem, authorized)
+			srv.waitPort(t, port)
+			audit := filepath.Join(t.TempDir(), "audit.jsonl")
+			out := runTokenlab(t, connectArgs(sock, tc.slot, "strict-2fa", audit, "--x509", "--host-ca", ca.pem,
+				fmt.Sprintf("127.0.0.1:%d", port), "hello")...)
+			if !appsHasLine(out, "asyncssh-ok user=alice cmd=hello") {
+				t.Errorf("output %q\n--- AsyncSSH ---\n%s", out, srv.log())
+			}
+			if !strings.Contains(srv.log(), "Verifying request with "+tc.userAlg+" key") {
+				t.Errorf("AsyncSSH did not verify a %s signature:\n%s", tc.userAlg, srv.log())
+			}
+			if ev := appsAudit(t, audit); !ev.has("prompt", "", "") || !ev.has("sign", tc.slot, "") {
+				t.Errorf("audit: want a prompt and a %s signature:\n%s", tc.slot, ev)
+			}
+		})
+	}
+}
+
+// TestAsyncSSHClient: AsyncSSH's client logs into `tokenlab ssh listen` with RFC 6187 user
+// keys (P-256 and P-384 software keys certified by the CA) and checks tokenlab's RFC 6187 host
+// key, which lives on the card: 9E (P-256, PIN never) and 9D (P-384, PIN once).
+func TestAsyncSSHClient(t *testing.T) {
+	script := asyncsshScript(t)
+	ca := newSSHCA(t)
+	dir := provisionSSH(t, ca)
+	sock := serveSocket(t, dir)
+	for _, tc := range []struct {
+		name, hostSlot, hostAlg string
+		userCurve               elliptic.Curve
+		userAlg                 string
+	}{
+		{"host p256 user p256", "9e", tlssh.KeyAlgoX509ECDSA256, elliptic.P256(), tlssh.KeyAlgoX509ECDSA256},
+		{"host p384 user p384", "9d", tlssh.KeyAlgoX509ECDSA384, elliptic.P384(), tlssh.KeyAlgoX509ECDSA384},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, port, _ := sshListen(t, []string{"TOKENLAB_PIN=123456"}, "--ca", ca.pem, "--card-socket", sock,
+				"--host-slot", tc.hostSlot, "--host-x509", "--profile", "opensc-default", "--prompt", "env")
+			key, cert := ca.softwareIdentity(t, tc.userCurve, "bob", false)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, peerPython3.path, script, "client", fmt.Sprint(port), "bob", key, cert, ca.pem, tc.hostAlg, "echo hi").CombinedOutput()
+			if err != nil {
+				t.Fatalf("AsyncSSH client: %v\n%s\n--- tokenlab ssh listen ---\n%s", err, out, srv.log())
+			}
+			// The client offers the x509v3 host key algorithm alone: connecting at all means
+			// tokenlab's server signed the key exchange with the card's RFC 6187 key.
+			if !appsHasLine(string(out), "hi") {
+				t.Errorf("AsyncSSH client:\n%s", out)
+			}
+			if !strings.Contains(string(out), "Trying public key auth with "+tc.userAlg+" key") {
+				t.Errorf("AsyncSSH did not use %s:\n%s", tc.userAlg, out)
+			}
+			if !strings.Contains(srv.log(), "user=bob key="+tc.userAlg+" name=bob") {
+				t.Errorf("tokenlab's server did not log bob in with %s:\n%s", tc.userAlg, srv.log())
+			}
+		})
 	}
 }

@@ -41,8 +41,17 @@ func ExecHandler(shell string) Handler {
 		if s.PTY != nil {
 			err = runOnPTY(cmd, s)
 		} else {
-			cmd.Stdin, cmd.Stdout, cmd.Stderr = s.Stdin, s.Stdout, s.Stderr
-			err = cmd.Run()
+			// Not cmd.Stdin = s.Stdin: Wait would wait for the client's EOF, which a client
+			// that sends no input (AsyncSSH's run) never sends.
+			cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
+			var stdin io.WriteCloser
+			if stdin, err = cmd.StdinPipe(); err == nil {
+				go func() {
+					io.Copy(stdin, s.Stdin)
+					stdin.Close()
+				}()
+				err = cmd.Run()
+			}
 		}
 		var ee *exec.ExitError
 		switch {
