@@ -21,7 +21,7 @@ import (
 // tokenLab is a virtual YubiKey with keys of every kind SSH uses, certificates from a test CA,
 // and a tokenlab SSH server that accepts them as plain keys and as RFC 6187 keys.
 type tokenLab struct {
-	t       *testing.T
+	t       testing.TB
 	dev     *yubikey.Device
 	ca      *testCA
 	certs   map[byte]*x509.Certificate
@@ -44,7 +44,7 @@ var labKeys = []struct{ slot, alg, pin byte }{
 	{0x83, pivclient.AlgRSA2048, pivclient.PINPolicyOnce},
 }
 
-func newTokenLab(t *testing.T) *tokenLab {
+func newTokenLab(t testing.TB) *tokenLab {
 	t.Helper()
 	d, err := yubikey.New(yubikey.Options{Serial: 5150})
 	if err != nil {
