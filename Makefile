@@ -11,7 +11,8 @@ PEERS := pcscd vsmartcard-vpcd libpcsclite-dev pkgconf opensc opensc-pkcs11 \
          p11-kit p11-kit-modules softhsm2 gnutls-bin libnss3-tools openssh-client openssh-server \
          gcc libc6-dev libp11-kit-dev \
          strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libstrongswan-extra-plugins \
-         libcharon-extra-plugins libcharon-extauth-plugins util-linux chromium
+         libcharon-extra-plugins libcharon-extauth-plugins util-linux chromium \
+         python3 python3-asyncssh python3-openssl
 
 .PHONY: all build test unit interop peers demo bench fuzz vet clean
 

@@ -434,9 +434,10 @@ func appsSSHKeygenKeys(t *testing.T, s *p11Server) map[string]string {
 
 // appsSSHD is an OpenSSH server the test started on loopback with a private configuration.
 type appsSSHD struct {
-	port int
-	user string
-	log  string
+	port    int
+	user    string
+	log     string
+	hostPub string // the host key's .pub file
 }
 
 // appsStartSSHD starts /usr/sbin/sshd in the foreground on a free loopback port, accepting only
@@ -478,7 +479,7 @@ LogLevel VERBOSE
 `, port, hostKey, filepath.Join(dir, "sshd.pid"), authorized, u.Username), 0o600)
 	run(t, peerSSHD.path, "-t", "-f", config)
 
-	d := &appsSSHD{port: port, user: u.Username, log: filepath.Join(dir, "sshd.log")}
+	d := &appsSSHD{port: port, user: u.Username, log: filepath.Join(dir, "sshd.log"), hostPub: hostKey + ".pub"}
 	logf, err := os.Create(d.log)
 	if err != nil {
 		t.Fatal(err)

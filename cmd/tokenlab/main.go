@@ -27,6 +27,7 @@ func commands() []command {
 		{"ike", "IKEv2 responder (listen) and initiator (connect) with the card's key", runIKE},
 		{"lab", "run PIN-policy scenarios and judge them (run, list, check)", runLab},
 		{"profiles", "list the middleware's PIN-caching profiles and what each reproduces", runProfiles},
+		{"ssh", "SSH with token keys, plain or RFC 6187 X.509: listen, connect, export", runSSH},
 	}
 }
 
@@ -73,9 +74,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 				name, err = sub.name, sub.err
 			}
 			var help helpError
+			var status exitStatus
 			switch {
 			case err == nil:
 				return 0
+			case errors.As(err, &status):
+				return int(status)
 			case errors.As(err, &help):
 				fmt.Fprint(stderr, help.text)
 				return 0

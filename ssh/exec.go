@@ -1,0 +1,115 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ExecHandler runs each session's command with shell -c, as the server's own user, in the
+// session's environment; a shell request greets the user and runs shell itself, on a
+// pseudo-terminal when the client asked for one.
+func ExecHandler(shell string) Handler {
+	return func(ctx context.Context, s *Session) int {
+		if s.Command == "" {
+			how := "key " + s.Identity.Name
+			if s.Identity.Certificate != nil {
+				how = "certificate " + s.Identity.Name
+			}
+			fmt.Fprintf(s.Stdout, "tokenlab: welcome %s, authenticated with the %s %s\r\n", s.Identity.User, s.Identity.Key.Type(), how)
+		}
+		var cmd *exec.Cmd
+		if s.Command == "" {
+			cmd = exec.CommandContext(ctx, shell)
+		} else {
+			cmd = exec.CommandContext(ctx, shell, "-c", s.Command)
+		}
+		cmd.Env = append(os.Environ(), "TOKENLAB_SSH_USER="+s.Identity.User)
+		for k, v := range s.Env {
+			if !strings.ContainsAny(k, "=\x00") {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+		}
+		var err error
+		if s.PTY != nil {
+			err = runOnPTY(cmd, s)
+		} else {
+			// Not cmd.Stdin = s.Stdin: Wait would wait for the client's EOF, which a client
+			// that sends no input (AsyncSSH's run) never sends.
+			cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
+			var stdin io.WriteCloser
+			if stdin, err = cmd.StdinPipe(); err == nil {
+				go func() {
+					io.Copy(stdin, s.Stdin)
+					stdin.Close()
+				}()
+				err = cmd.Run()
+			}
+		}
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return 0
+		case errors.As(err, &ee) && ee.ExitCode() >= 0:
+			return ee.ExitCode()
+		}
+		fmt.Fprintf(s.Stderr, "tokenlab: %v\r\n", err)
+		return 255
+	}
+}
+
+// runOnPTY runs cmd as the session leader of a new pseudo-terminal sized as the client asked.
+func runOnPTY(cmd *exec.Cmd, s *Session) error {
+	ptmx, tty, err := openPTY()
+	if err != nil {
+		return err
+	}
+	defer ptmx.Close()
+	if s.PTY.Cols > 0 && s.PTY.Rows > 0 && s.PTY.Cols < 1<<16 && s.PTY.Rows < 1<<16 {
+		unix.IoctlSetWinsize(int(tty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: uint16(s.PTY.Cols), Row: uint16(s.PTY.Rows)})
+	}
+	if s.PTY.Term != "" {
+		cmd.Env = append(cmd.Env, "TERM="+s.PTY.Term)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	err = cmd.Start()
+	tty.Close()
+	if err != nil {
+		return err
+	}
+	go io.Copy(ptmx, s.Stdin)
+	io.Copy(s.Stdout, ptmx) // ends with EIO when the last process on the terminal exits
+	return cmd.Wait()
+}
+
+// openPTY opens a new pseudo-terminal pair (Linux: /dev/ptmx, unlock, /dev/pts/N).
+func openPTY() (*os.File, *os.File, error) {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ssh: opening a terminal: %w", err)
+	}
+	fd := int(ptmx.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		ptmx.Close()
+		return nil, nil, fmt.Errorf("ssh: unlocking the terminal: %w", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, fmt.Errorf("ssh: terminal number: %w", err)
+	}
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, fmt.Errorf("ssh: opening the terminal: %w", err)
+	}
+	return ptmx, tty, nil
+}
