@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
+	"net"
 	"time"
 
 	"tokenlab/emulator/piv"
@@ -116,6 +117,7 @@ func (lc *labCard) issueServer(name string) (crypto.Signer, *x509.Certificate, e
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{Organization: []string{"tokenlab"}, CommonName: name},
 		DNSNames:     []string{name},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)}, // the lab's endpoints listen on loopback
 		NotBefore:    lc.issued.Add(-time.Hour),
 		NotAfter:     lc.issued.Add(365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

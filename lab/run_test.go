@@ -27,6 +27,13 @@ var expected = map[string]map[string]map[string][]int{
 		"safenet-single-logon": {"pin-every-connection": {17, 20}},
 		"strict-2fa":           {},
 	},
+	// The SecureCRT case: single logon lets the next logins through unasked; OpenSC's
+	// ignore-user-consent re-sends the cached PIN for the forwarded 9C signature.
+	"securecrt-x509": {
+		"safenet-single-logon":       {"pin-every-connection": {17, 20}},
+		"strict-2fa":                 {},
+		"opensc-ignore-user-consent": {"pin-every-signature 9c": {21}},
+	},
 	"idle-reauth": {
 		"strict-2fa":           {"reauth-after 15m": {12}},
 		"activclient":          {}, // its 15 idle minutes end the single logon: asked again
