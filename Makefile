@@ -50,6 +50,8 @@ peers:
 		echo "peers: all installed"; \
 	fi
 
+# The FortiClient and SecureCRT cases under single logon and strict-2fa; non-zero if either
+# stops showing what it should.
 demo: build
 	$(BIN) demo
 

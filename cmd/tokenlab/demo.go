@@ -17,10 +17,10 @@ import (
 	"tokenlab/middleware/pivclient"
 )
 
-// The demo plays a host application against an in-memory card: it generates a key under each
-// PIN policy, signs with each three times, and asks for the PIN only when the card refuses.
-func runDemo(args []string, stdout io.Writer) error {
-	fs := newFlags("demo", "")
+// The card demo plays a host application against an in-memory card: it generates a key under
+// each PIN policy, signs with each three times, and asks for the PIN only when the card refuses.
+func runCardDemo(args []string, stdout io.Writer) error {
+	fs := newFlags("demo card", "")
 	if _, err := parse(fs, args, 0); err != nil {
 		return err
 	}
