@@ -26,6 +26,8 @@ var expected = map[string]map[string]map[string][]int{
 	"forticlient-reconnect": {
 		"safenet-single-logon": {"pin-every-connection": {17, 20}},
 		"strict-2fa":           {},
+		// The Windows CSP keeps the PIN for the process's lifetime, across the removal too.
+		"windows-minidriver": {"pin-every-connection": {17, 20, 24}, "no-reuse-after-removal": {24}},
 	},
 	// The SecureCRT case: single logon lets the next logins through unasked; OpenSC's
 	// ignore-user-consent re-sends the cached PIN for the forwarded 9C signature.

@@ -523,3 +523,36 @@ func TestIdleEndsSingleLogonOfALoggedInApplication(t *testing.T) {
 		t.Errorf("%d card logouts when the single logon ran out, want 1", n)
 	}
 }
+
+// KeepCacheAtLogout (windows-minidriver): a logout, as at the end of each connection, keeps the
+// application's PIN, so the next connection is not asked; only the application's end forgets.
+// Without it (opensc-default) the logout forgets and the next connection asks.
+func TestKeepCacheAtLogout(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		profile string
+		prompts int
+	}{{"windows-minidriver", 1}, {"opensc-default", 3}} {
+		t.Run(c.profile, func(t *testing.T) {
+			l := newLab(t)
+			tok := l.open("vpn", c.profile)
+			for i := 0; i < 3; i++ {
+				l.dev.Card.Reset() // the card forgot; only the middleware's cache can answer
+				l.sign(tok, pivclient.SlotAuthentication)
+				if err := tok.Logout(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := l.prompted("vpn"); got != c.prompts {
+				t.Errorf("%d prompts over three connections, want %d", got, c.prompts)
+			}
+			tok.Close(ctx)
+			tok = l.open("vpn", c.profile)
+			l.dev.Card.Reset()
+			l.sign(tok, pivclient.SlotAuthentication)
+			if got := l.prompted("vpn"); got != c.prompts+1 {
+				t.Errorf("a new process was not asked: %d prompts in all", got)
+			}
+		})
+	}
+}

@@ -79,6 +79,10 @@ type Policy struct {
 	TrustCardStatus bool
 	// AtDisconnect is done when the application logs out or goes away.
 	AtDisconnect Disconnect
+	// KeepCacheAtLogout keeps the application's cached PIN when it logs out or a connection of
+	// it ends; only the application's end forgets it. The Windows smart-card stack has no
+	// logout, and its base CSP keeps the PIN for the process's lifetime (PinCacheNormal).
+	KeepCacheAtLogout bool
 	// ClearOnRemoval forgets cached PINs when the card is removed.
 	ClearOnRemoval bool
 	// ReverifyOnReinsert presents the cached PIN again, without asking, when the same card
@@ -140,10 +144,11 @@ var Profiles = []Policy{
 	},
 	{
 		Name:           "windows-minidriver",
-		Reproduces:     "the Windows smart-card base CSP/KSP with PinCacheNormal: PIN cached per process for its lifetime, even across removal; the OpenSC minidriver marks 9C PinCacheAlwaysPrompt",
-		Scope:          ScopeApplication,
-		AtDisconnect:   DisconnectLeave,
-		ClearOnRemoval: false,
+		Reproduces:        "the Windows smart-card base CSP/KSP with PinCacheNormal: PIN cached per process for its lifetime, across disconnects and even removal; the OpenSC minidriver marks 9C PinCacheAlwaysPrompt",
+		Scope:             ScopeApplication,
+		KeepCacheAtLogout: true,
+		AtDisconnect:      DisconnectLeave,
+		ClearOnRemoval:    false,
 	},
 	{
 		Name:           "nss-default",

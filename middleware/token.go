@@ -503,12 +503,14 @@ func (t *Token) ContextLogin(ctx context.Context, slot byte, pin []byte) ([]byte
 func (t *Token) Logout(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.logout(ctx, "logout")
+	return t.logout(ctx, "logout", false)
 }
 
-func (t *Token) logout(ctx context.Context, why string) error {
+// logout ends the application's login; end says the application itself ends, which forgets
+// its cached PIN whatever the policy.
+func (t *Token) logout(ctx context.Context, why string, end bool) error {
 	last := t.setLoggedIn(false)
-	if t.appPIN != nil {
+	if t.appPIN != nil && (!t.opts.Policy.KeepCacheAtLogout || end) {
 		t.appPIN.wipe()
 		t.appPIN = nil
 	}
@@ -544,7 +546,7 @@ func (t *Token) Close(ctx context.Context) error {
 	if t.closed {
 		return nil
 	}
-	err := t.logout(ctx, "application closed")
+	err := t.logout(ctx, "application closed", true)
 	if t.conn != nil {
 		t.conn.Close()
 	}

@@ -162,6 +162,8 @@ func (c *serveConfig) policyKey(key, value string) error {
 		return boolean(func(p *middleware.Policy, v bool) { p.BypassPINAlways = v })
 	case "trust-card-status":
 		return boolean(func(p *middleware.Policy, v bool) { p.TrustCardStatus = v })
+	case "keep-cache-at-logout":
+		return boolean(func(p *middleware.Policy, v bool) { p.KeepCacheAtLogout = v })
 	case "clear-on-removal":
 		return boolean(func(p *middleware.Policy, v bool) { p.ClearOnRemoval = v })
 	case "reverify-on-reinsert":
@@ -173,7 +175,7 @@ func (c *serveConfig) policyKey(key, value string) error {
 		}
 		c.overrides = append(c.overrides, func(p *middleware.Policy) { p.AtDisconnect = d })
 	default:
-		return fmt.Errorf("unknown policy knob (scope, ttl, idle, max-uses, bypass-pin-always, trust-card-status, at-disconnect, clear-on-removal, reverify-on-reinsert)")
+		return fmt.Errorf("unknown policy knob (scope, ttl, idle, max-uses, bypass-pin-always, trust-card-status, at-disconnect, keep-cache-at-logout, clear-on-removal, reverify-on-reinsert)")
 	}
 	return nil
 }

@@ -15,7 +15,7 @@ func runProfiles(args []string, stdout io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROFILE\tSCOPE\tTTL\tIDLE\tMAX USES\tPIN-ALWAYS\tTRUST CARD\tDISCONNECT\tREMOVAL\tRE-INSERT")
+	fmt.Fprintln(tw, "PROFILE\tSCOPE\tTTL\tIDLE\tMAX USES\tPIN-ALWAYS\tTRUST CARD\tLOGOUT\tDISCONNECT\tREMOVAL\tRE-INSERT")
 	dur := func(d time.Duration) string {
 		if d == 0 {
 			return "-"
@@ -31,6 +31,10 @@ func runProfiles(args []string, stdout io.Writer) error {
 		if p.BypassPINAlways {
 			always = "bypassed"
 		}
+		logout := "clear cache"
+		if p.KeepCacheAtLogout {
+			logout = "keep cache"
+		}
 		removal := "keep cache"
 		if p.ClearOnRemoval {
 			removal = "clear"
@@ -39,8 +43,8 @@ func runProfiles(args []string, stdout io.Writer) error {
 		if p.ReverifyOnReinsert {
 			reinsert = "re-verify"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", p.Name, p.Scope, dur(p.TTL), dur(p.Idle), uses, always,
-			p.TrustCardStatus, p.AtDisconnect, removal, reinsert)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\n", p.Name, p.Scope, dur(p.TTL), dur(p.Idle), uses, always,
+			p.TrustCardStatus, logout, p.AtDisconnect, removal, reinsert)
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
