@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // expected gives, for a bundled scenario under a profile, the lines that break each rule; a
@@ -204,5 +206,27 @@ func TestProgress(t *testing.T) {
 	}
 	if n := strings.Count(b.String(), "\n"); n != len(sc.Steps) || !strings.Contains(b.String(), "step 5/5: sign mail 9a") {
 		t.Errorf("progress:\n%s", b.String())
+	}
+}
+
+// A run leaves nothing behind: its endpoints, connections and applications all end with it.
+func TestRunLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for _, name := range []string{"forticlient-reconnect", "securecrt-x509", "pkcs11-applications"} {
+		sc, err := Load(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Run(context.Background(), sc, "strict-2fa", Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines after the runs, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
