@@ -35,11 +35,11 @@ const p11kitClient = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
 func runServe(args []string, stdout io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, args, stdout)
+	return serve(ctx, args, stdout, os.Stderr)
 }
 
-// serve runs the daemon until ctx ends or a part of it fails.
-func serve(ctx context.Context, args []string, stdout io.Writer) error {
+// serve runs the daemon until ctx ends or a part of it fails; it logs to stderr.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", "--state DIR [--vpcd HOST:PORT|off] [--pkcs11 SOCKET] [--card-socket SOCKET] [--ssh ADDR --ssh-*...] [--profile P] [--prompt KIND] [--config FILE] [-v]")
 	config := fs.String("config", "", "configuration file (testdata/serve.conf is an example); flags override it")
 	dir := fs.String("state", "", "state directory of the card (tokenlab card init creates one)")
@@ -133,7 +133,7 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	if cfg.Verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	d, err := yubikey.Open(cfg.State, touch)
 	if err != nil {
@@ -195,12 +195,9 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 		defer sshSrv.Close()
 	}
 	// closeCardSessions applies SSH's close-on-removal when the card leaves a reader.
-	closeCardSessions := func(why string) {
-		if sshSrv == nil || !cfg.SSHServer.CloseOnRemoval {
-			return
-		}
-		if n := sshSrv.CloseCardSessions(cardSSHKeys(d)); n > 0 {
-			log.Info("SSH sessions of the card's keys closed", "sessions", n, "because", why)
+	closeCardSessions := func() {
+		if sshSrv != nil && cfg.SSHServer.CloseOnRemoval {
+			sshSrv.CloseCardSessions(cardSSHKeys(d))
 		}
 	}
 
@@ -209,7 +206,7 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 		// To pcscd's applications, a dropped link (pcscd gone, the card removed) is a removal.
 		link.Removed = func() {
 			if ctx.Err() == nil {
-				closeCardSessions("the card left the vpcd reader")
+				closeCardSessions()
 			}
 		}
 		log.Info("plugging the card into pcscd through vpcd", "vpcd", cfg.VPCD)
