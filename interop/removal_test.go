@@ -108,7 +108,7 @@ type removalRig struct {
 
 func newRemovalRig(t *testing.T) *removalRig {
 	t.Helper()
-	need(t, peerSSH, peerSSHKeygen, peerP11KitClient)
+	need(t, peerSSH, peerSSHKeygen, peerP11KitClient, peerPkcs11Tool)
 	needPcscd(t)
 	ca := newSSHCA(t)
 	r := &removalRig{dir: provisionSSH(t, ca), user: currentUser(t)}
@@ -166,6 +166,12 @@ func TestCardRemoveClosesOpenSSHSession(t *testing.T) {
 	card.endsWithin(t, removed, removalLimit, "tokenlab card remove")
 	bystander.staysUp(t, "the bystander's session (a software key)")
 	waitCard(t, false) // pcscd sees the removal through vpcd
+	// and a PKCS#11 application sees an empty slot.
+	p11 := exec.Command(peerPkcs11Tool.path, "--module", peerP11KitClient.path, "-L")
+	p11.Env = append(os.Environ(), r.env...)
+	if out, err := p11.CombinedOutput(); err != nil || !strings.Contains(string(out), "(empty)") {
+		t.Errorf("pkcs11-tool -L after the removal (%v):\n%s", err, out)
+	}
 
 	run(t, tokenlabBin, "card", "insert", "--state", r.dir)
 	waitCard(t, true)
