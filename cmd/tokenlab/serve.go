@@ -52,7 +52,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	touchFlag := fs.String("touch", "", "how the emulated user answers touch requests: auto (at once), refuse, or a delay such as 2s")
 	verbose := fs.Bool("v", false, "log every APDU (header, lengths and status word; never its data)")
 	sshAddr := fs.String("ssh", "", "run the SSH server on this address (HOST:PORT), with the --ssh-* options")
-	new(sshServerOptions).addFlags(fs, "ssh-") // applied over the configuration file below
+	sshFlags := defaultSSHServerOptions() // its flags are applied over the configuration file below
+	sshFlags.addFlags(fs, "ssh-")
 	if _, err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -83,13 +84,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Verbose = *verbose
 	}
 	var sshErr error
+	sshFlag := ""
 	fs.Visit(func(f *flag.Flag) {
 		if name, ok := strings.CutPrefix(f.Name, "ssh-"); ok && sshErr == nil {
+			sshFlag = f.Name
 			sshErr = cfg.SSHServer.set(name, f.Value.String())
 		}
 	})
 	if sshErr != nil {
 		return usagef("%v", sshErr)
+	}
+	if sshFlag != "" && cfg.SSH == "" {
+		return usagef("--%s configures the SSH server, which runs only with --ssh ADDR", sshFlag)
 	}
 	if cfg.SSH != "" {
 		if _, _, err := net.SplitHostPort(cfg.SSH); err != nil {
