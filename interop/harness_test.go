@@ -32,6 +32,8 @@ var (
 	tokenlabBin string // built once by TestMain
 	pcscdErr    error  // why pcscd did not start, reported by the tests that need it
 	pcscdLog    string
+	pcscdDir    string
+	thePcscd    *pcscd // the tests' pcscd; restartPcscd replaces it
 )
 
 func TestMain(m *testing.M) {
@@ -51,13 +53,17 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building tokenlab: %v\n%s", err, out)
 		return 1
 	}
-	p, err := startPcscd(filepath.Join(tmp, "pcscd"))
+	pcscdDir = filepath.Join(tmp, "pcscd")
+	p, err := startPcscd(pcscdDir)
 	if err != nil {
 		pcscdErr = err
 	} else {
-		pcscdLog = p.log
+		pcscdLog, thePcscd = p.log, p
 		defer func() {
-			if err := p.stop(); err != nil {
+			if thePcscd == nil {
+				return
+			}
+			if err := thePcscd.stop(); err != nil {
 				fmt.Fprintln(os.Stderr, "stopping pcscd:", err)
 			}
 		}()
@@ -196,6 +202,28 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// stopPcscd stops the tests' pcscd, as if it went away under its clients; startPcscdAgain
+// brings it back. A test that stops it must start it again, or the later tests fail.
+func stopPcscd(t testing.TB) {
+	t.Helper()
+	needPcscd(t)
+	err := thePcscd.stop()
+	thePcscd = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startPcscdAgain(t testing.TB) {
+	t.Helper()
+	p, err := startPcscd(pcscdDir)
+	if err != nil {
+		pcscdErr = fmt.Errorf("pcscd did not come back after a test stopped it: %w", err)
+		t.Fatal(pcscdErr)
+	}
+	pcscdLog, thePcscd = p.log, p
 }
 
 // needPcscd fails the test when pcscd could not be started.

@@ -35,7 +35,8 @@ type ClientConfig struct {
 	// HostKeyAlgorithms restricts the host key algorithms offered; empty means the defaults
 	// (X509Algorithms with HostCAs, x/crypto/ssh's otherwise).
 	HostKeyAlgorithms []string
-	// Card, when set, is watched: when it leaves its reader the connection is closed.
+	// Card, when set, is watched: when it leaves its reader the connection is closed (a
+	// *cardsock.Watcher watches the card of another process).
 	Card Presence
 	// Timeout bounds connecting, the handshake and authentication; 0 means 30 s.
 	Timeout time.Duration
@@ -144,9 +145,10 @@ func (c *Client) end(err error) {
 
 // watch closes the connection when card leaves its reader.
 func (c *Client) watch(card Presence) {
+	seen := card.Removals()
 	for {
 		ch := card.Changed()
-		if !card.Present() {
+		if !card.Present() || card.Removals() != seen {
 			c.end(ErrCardRemoved)
 			c.conn.close()
 			return

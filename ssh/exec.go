@@ -9,9 +9,14 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// hangUpDelay is how long a hung-up session's processes may keep its output open before the
+// handler gives up on them.
+const hangUpDelay = time.Second
 
 // ExecHandler runs each session's command with shell -c, as the server's own user, in the
 // session's environment; a shell request greets the user and runs shell itself, on a
@@ -37,6 +42,12 @@ func ExecHandler(shell string) Handler {
 				cmd.Env = append(cmd.Env, k+"="+v)
 			}
 		}
+		// When the session ends first (the client went, the card was removed, the server
+		// stops), the command's whole process group is hung up, as a terminal's would be:
+		// killing the shell alone leaves its children holding the session's output open.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGHUP) }
+		cmd.WaitDelay = hangUpDelay
 		var err error
 		if s.PTY != nil {
 			err = runOnPTY(cmd, s)

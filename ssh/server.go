@@ -401,9 +401,12 @@ func (s *Server) Conns() int {
 	return len(s.conns)
 }
 
-// Presence is a card reader's view of its card: *emulator.Card has it.
+// Presence is a card reader's view of its card: *emulator.Card and *cardsock.Watcher have it.
 type Presence interface {
 	Present() bool
+	// Removals counts the card's removals: a removal followed at once by an insertion still
+	// shows as a change of count.
+	Removals() uint64
 	// Changed returns a channel closed at the card's next removal or insertion.
 	Changed() <-chan struct{}
 }
@@ -412,10 +415,18 @@ type Presence interface {
 // that authenticated with one of keys (the card's keys) is disconnected, as SecureCRT's
 // "disconnect sessions on smart card removal" does.
 func (s *Server) CloseOnRemoval(ctx context.Context, card Presence, keys []gossh.PublicKey) {
+	s.CloseOnRemovalFunc(ctx, card, func() []gossh.PublicKey { return keys })
+}
+
+// CloseOnRemovalFunc is CloseOnRemoval for a card whose keys may change while it is watched:
+// keys is asked for them at each removal.
+func (s *Server) CloseOnRemovalFunc(ctx context.Context, card Presence, keys func() []gossh.PublicKey) {
+	seen := card.Removals()
 	for {
 		ch := card.Changed()
-		if !card.Present() {
-			s.closeKeys(keys)
+		if n := card.Removals(); !card.Present() || n != seen {
+			seen = n
+			s.CloseCardSessions(keys())
 		}
 		select {
 		case <-ctx.Done():
@@ -423,6 +434,12 @@ func (s *Server) CloseOnRemoval(ctx context.Context, card Presence, keys []gossh
 		case <-ch:
 		}
 	}
+}
+
+// CloseCardSessions disconnects every connection that authenticated with one of keys, the
+// keys of a card that left its reader, and returns how many it closed.
+func (s *Server) CloseCardSessions(keys []gossh.PublicKey) int {
+	return s.closeKeys(keys)
 }
 
 func (s *Server) closeKeys(keys []gossh.PublicKey) int {

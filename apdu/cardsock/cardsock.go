@@ -9,6 +9,7 @@
 //	'B'               -> 0                    begin a transaction
 //	'E' disposition   -> 0                    end it (0 leave, 1 reset)
 //	'S'               -> 0 present removals   card status (1 byte, 8 bytes)
+//	'W' present removals -> 0 present removals   wait until the status differs from the one given
 //
 // Status 1 means the card was removed since the connection was made; 2 carries an error text.
 package cardsock
@@ -26,6 +27,7 @@ const (
 	opBegin    = 'B'
 	opEnd      = 'E'
 	opStatus   = 'S'
+	opWait     = 'W'
 
 	statusOK      = 0
 	statusRemoved = 1
@@ -88,6 +90,10 @@ func parseRequest(b []byte) (request, error) {
 	case opBegin, opStatus:
 		if len(r.arg) != 0 {
 			return r, fmt.Errorf("%w: %q takes no argument", ErrMessage, r.op)
+		}
+	case opWait:
+		if len(r.arg) != 9 || r.arg[0] > 1 {
+			return r, fmt.Errorf("%w: card status % X", ErrMessage, r.arg)
 		}
 	case opEnd:
 		if len(r.arg) != 1 || r.arg[0] > 1 {

@@ -133,6 +133,7 @@ func TestMalformedClosesOneConnection(t *testing.T) {
 func FuzzRequest(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 11, 'T', 0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08})
 	f.Add([]byte{0, 0, 0, 1, 'B', 0, 0, 0, 2, 'E', 1, 0, 0, 0, 1, 'S'})
+	f.Add([]byte{0, 0, 0, 10, 'W', 1, 0, 0, 0, 0, 0, 0, 0, 3})
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		r := bytes.NewReader(stream)
 		for {
@@ -223,6 +224,7 @@ type waitingCard struct{ abandoned chan error }
 func (w *waitingCard) Dial(context.Context) (apdu.Transactor, error) { return w, nil }
 func (w *waitingCard) Present() bool                                 { return true }
 func (w *waitingCard) Removals() uint64                              { return 0 }
+func (w *waitingCard) Changed() <-chan struct{}                      { return nil }
 func (w *waitingCard) Transmit(context.Context, []byte) ([]byte, error) {
 	return []byte{0x90, 0x00}, nil
 }
@@ -258,5 +260,57 @@ func TestHangUpAbandonsWaitingRequest(t *testing.T) {
 	}
 	if _, err := net.Dial("unix", path); err != nil {
 		t.Errorf("the server stopped with the connection: %v", err)
+	}
+}
+
+// A Watcher hears of a removal and an insertion within a fraction of a second, counts a
+// removal followed at once by an insertion, and takes a daemon that went away for a removal.
+func TestWatcher(t *testing.T) {
+	d, err := yubikey.New(yubikey.Options{Serial: 98})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "card.sock")
+	ln, err := unixsock.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { (&Server{Card: d.Card}).Serve(ctx, ln); close(served) }()
+	defer func() { cancel(); <-served }()
+
+	w, err := Watch(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if !w.Present() || w.Removals() != 0 {
+		t.Fatalf("at start: present %v, removals %d", w.Present(), w.Removals())
+	}
+	// change performs f and waits for the watcher to report present and removals.
+	change := func(what string, f func(), present bool, removals uint64) {
+		t.Helper()
+		ch := w.Changed()
+		start := time.Now()
+		f()
+		for w.Present() != present || w.Removals() != removals {
+			select {
+			case <-ch:
+				ch = w.Changed()
+			case <-time.After(time.Second):
+				t.Fatalf("%s: watcher says present %v, removals %d after 1s; want %v, %d", what, w.Present(), w.Removals(), present, removals)
+			}
+		}
+		if d := time.Since(start); d > 250*time.Millisecond {
+			t.Errorf("%s reported after %v", what, d)
+		}
+	}
+	change("removal", d.Card.Remove, false, 1)
+	change("insertion", d.Card.Insert, true, 1)
+	change("removal and insertion", func() { d.Card.Remove(); d.Card.Insert() }, true, 2)
+	change("daemon gone", func() { cancel(); <-served }, false, 3)
+	if w.Err() == nil {
+		t.Error("no error for the lost daemon")
 	}
 }

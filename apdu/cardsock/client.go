@@ -115,6 +115,23 @@ func (k *Conn) Status(ctx context.Context) (present bool, removals uint64, err e
 	return b[0] == 1, binary.BigEndian.Uint64(b[1:]), nil
 }
 
+// WaitChange waits until the card's presence or removal count differs from the ones given,
+// and returns the new ones.
+func (k *Conn) WaitChange(ctx context.Context, present bool, removals uint64) (bool, uint64, error) {
+	arg := []byte{0}
+	if present {
+		arg[0] = 1
+	}
+	b, err := k.call(ctx, opWait, binary.BigEndian.AppendUint64(arg, removals))
+	if err != nil {
+		return false, 0, err
+	}
+	if len(b) != 9 {
+		return false, 0, fmt.Errorf("%w: status of %d bytes", ErrMessage, len(b))
+	}
+	return b[0] == 1, binary.BigEndian.Uint64(b[1:]), nil
+}
+
 // Close implements apdu.Transactor.
 func (k *Conn) Close() error { return k.c.Close() }
 

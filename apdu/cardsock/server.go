@@ -1,6 +1,7 @@
 package cardsock
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -16,6 +17,8 @@ type Card interface {
 	Dial(ctx context.Context) (apdu.Transactor, error)
 	Present() bool
 	Removals() uint64
+	// Changed returns a channel closed at the card's next removal or insertion.
+	Changed() <-chan struct{}
 }
 
 // Server serves a card to the processes of its user.
@@ -111,11 +114,9 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) error {
 		case opEnd:
 			err = conn.End(apdu.Disposition(req.disp))
 		case opStatus:
-			out = []byte{0}
-			if s.Card.Present() {
-				out[0] = 1
-			}
-			out = binary.BigEndian.AppendUint64(out, s.Card.Removals())
+			out = s.status()
+		case opWait:
+			out, err = s.waitChange(ctx, req.arg)
 		}
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
@@ -130,6 +131,30 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) error {
 		}
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// status is the card's presence and removal count as the status operation answers them.
+func (s *Server) status() []byte {
+	out := []byte{0}
+	if s.Card.Present() {
+		out[0] = 1
+	}
+	return binary.BigEndian.AppendUint64(out, s.Card.Removals())
+}
+
+// waitChange returns the card's status once it differs from seen, or ctx's error.
+func (s *Server) waitChange(ctx context.Context, seen []byte) ([]byte, error) {
+	for {
+		ch := s.Card.Changed()
+		if st := s.status(); !bytes.Equal(st, seen) {
+			return st, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }

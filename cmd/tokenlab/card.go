@@ -16,7 +16,7 @@ import (
 
 func runCard(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usagef("missing subcommand: init, status or attestation-root")
+		return usagef("missing subcommand: init, status, attestation-root, remove or insert")
 	}
 	switch args[0] {
 	case "init":
@@ -25,10 +25,13 @@ func runCard(args []string, stdout io.Writer) error {
 		return inSubcommand("card status", runCardStatus(args[1:], stdout))
 	case "attestation-root":
 		return inSubcommand("card attestation-root", runCardAttestationRoot(args[1:], stdout))
+	case "remove", "insert":
+		return inSubcommand("card "+args[0], runCardReader(args[0], args[1:], stdout))
 	case "-h", "--help", "help":
-		return helpError{"usage: tokenlab card init|status|attestation-root --state DIR [flags]\n"}
+		return helpError{"usage: tokenlab card init|status|attestation-root|remove|insert --state DIR [flags]\n" +
+			"  remove and insert take the card that tokenlab serve runs out of its reader and put it back\n"}
 	}
-	return usagef("unknown subcommand %q (want init, status or attestation-root)", args[0])
+	return usagef("unknown subcommand %q (want init, status, attestation-root, remove or insert)", args[0])
 }
 
 func runCardInit(args []string, stdout io.Writer) error {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -26,14 +27,20 @@ type serveConfig struct {
 	AuditLog   string // path of a JSON-lines audit log, "" for none
 	Touch      string
 	Verbose    bool
+	SSH        string // address of the SSH server, "" for none
+	SSHServer  sshServerOptions
 
 	policy    middleware.Policy
 	overrides []func(*middleware.Policy) // from [policy], applied over the profile
 }
 
+func newServeConfig() *serveConfig {
+	return &serveConfig{SSHServer: defaultSSHServerOptions()}
+}
+
 // parseConfig reads a configuration file. An error names the file, the line and the key.
 func parseConfig(name string, b []byte) (*serveConfig, error) {
-	c := &serveConfig{}
+	c := newServeConfig()
 	section := ""
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 0, 4096), 64<<10)
@@ -118,8 +125,16 @@ func (c *serveConfig) topKey(key, value string) error {
 			return fmt.Errorf("%q is not true or false", value)
 		}
 		c.Verbose = v
+	case "ssh":
+		if _, _, err := net.SplitHostPort(value); err != nil {
+			return fmt.Errorf("%q is not HOST:PORT", value)
+		}
+		c.SSH = value
 	default:
-		return fmt.Errorf("unknown key (state, vpcd, pkcs11, card-socket, profile, prompt, audit-log, touch, verbose)")
+		if name, ok := strings.CutPrefix(key, "ssh-"); ok {
+			return c.SSHServer.set(name, value)
+		}
+		return fmt.Errorf("unknown key (state, vpcd, pkcs11, card-socket, profile, prompt, audit-log, touch, verbose, ssh, ssh-*)")
 	}
 	return nil
 }

@@ -21,8 +21,8 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"card", "create and inspect a virtual card (init, status)", runCard},
-		{"serve", "run a virtual card: into pcscd through vpcd, as PKCS#11, on a card socket", runServe},
+		{"card", "create and inspect a virtual card, remove it from its reader (init, status, remove, insert)", runCard},
+		{"serve", "run a virtual card: into pcscd through vpcd, as PKCS#11, on a card socket, with an SSH server", runServe},
 		{"demo", "show a virtual card end to end: keys, PIN policies, signatures", runDemo},
 		{"ike", "IKEv2 responder (listen) and initiator (connect) with the card's key", runIKE},
 		{"lab", "run PIN-policy scenarios and judge them (run, list, check)", runLab},

@@ -23,7 +23,8 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"locked": cmdLocked,
+			"locked":   cmdLocked,
+			"waitsock": cmdWaitSock,
 		},
 	})
 }
@@ -49,4 +50,20 @@ func cmdLocked(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	ts.Fatalf("%s: nobody took the lock within 10s", name)
+}
+
+// waitsock PATH waits up to 10 seconds until PATH is a socket.
+func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: waitsock PATH")
+	}
+	name := ts.MkAbs(args[0])
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if fi, err := os.Stat(name); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.Fatalf("%s: no socket within 10s", name)
 }

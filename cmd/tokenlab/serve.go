@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
+
 	"tokenlab/apdu/cardsock"
 	"tokenlab/emulator/piv"
 	"tokenlab/emulator/vpcd"
@@ -31,7 +33,14 @@ import (
 const p11kitClient = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
 
 func runServe(args []string, stdout io.Writer) error {
-	fs := newFlags("serve", "--state DIR [--vpcd HOST:PORT|off] [--pkcs11 SOCKET] [--card-socket SOCKET] [--profile P] [--prompt KIND] [--config FILE] [-v]")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, args, stdout, os.Stderr)
+}
+
+// serve runs the daemon until ctx ends or a part of it fails; it logs to stderr.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "--state DIR [--vpcd HOST:PORT|off] [--pkcs11 SOCKET] [--card-socket SOCKET] [--ssh ADDR --ssh-*...] [--profile P] [--prompt KIND] [--config FILE] [-v]")
 	config := fs.String("config", "", "configuration file (testdata/serve.conf is an example); flags override it")
 	dir := fs.String("state", "", "state directory of the card (tokenlab card init creates one)")
 	addr := fs.String("vpcd", "", "address of pcscd's vpcd reader driver, or off (default "+vpcd.DefaultAddr+")")
@@ -42,10 +51,13 @@ func runServe(args []string, stdout io.Writer) error {
 	auditLog := fs.String("audit-log", "", "append every middleware event to this file as JSON lines")
 	touchFlag := fs.String("touch", "", "how the emulated user answers touch requests: auto (at once), refuse, or a delay such as 2s")
 	verbose := fs.Bool("v", false, "log every APDU (header, lengths and status word; never its data)")
+	sshAddr := fs.String("ssh", "", "run the SSH server on this address (HOST:PORT), with the --ssh-* options")
+	sshFlags := defaultSSHServerOptions() // its flags are applied over the configuration file below
+	sshFlags.addFlags(fs, "ssh-")
 	if _, err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	cfg := &serveConfig{}
+	cfg := newServeConfig()
 	if *config != "" {
 		var err error
 		if cfg, err = loadConfig(*config); err != nil {
@@ -67,8 +79,28 @@ func runServe(args []string, stdout io.Writer) error {
 	override("prompt", &cfg.Prompt, *promptKind)
 	override("audit-log", &cfg.AuditLog, *auditLog)
 	override("touch", &cfg.Touch, *touchFlag)
+	override("ssh", &cfg.SSH, *sshAddr)
 	if set["v"] {
 		cfg.Verbose = *verbose
+	}
+	var sshErr error
+	sshFlag := ""
+	fs.Visit(func(f *flag.Flag) {
+		if name, ok := strings.CutPrefix(f.Name, "ssh-"); ok && sshErr == nil {
+			sshFlag = f.Name
+			sshErr = cfg.SSHServer.set(name, f.Value.String())
+		}
+	})
+	if sshErr != nil {
+		return usagef("%v", sshErr)
+	}
+	if sshFlag != "" && cfg.SSH == "" {
+		return usagef("--%s configures the SSH server, which runs only with --ssh ADDR", sshFlag)
+	}
+	if cfg.SSH != "" {
+		if _, _, err := net.SplitHostPort(cfg.SSH); err != nil {
+			return usagef("--ssh: %q is not HOST:PORT", cfg.SSH)
+		}
 	}
 	if err := requireFlag("state", cfg.State); err != nil {
 		return err
@@ -107,7 +139,7 @@ func runServe(args []string, stdout io.Writer) error {
 	if cfg.Verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	d, err := yubikey.Open(cfg.State, touch)
 	if err != nil {
@@ -115,12 +147,22 @@ func runServe(args []string, stdout io.Writer) error {
 	}
 	defer d.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	log.Info("serving virtual YubiKey", "serial", d.Serial(), "firmware", d.Version().String(), "state", cfg.State)
 
+	pr, err := newPrompter(cfg.Prompt)
+	if err != nil {
+		return err
+	}
+	audit, closeAudit, err := openAudit(cfg.AuditLog, log)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 6)
 	run := func(f func() error) {
 		wg.Add(1)
 		go func() {
@@ -131,8 +173,48 @@ func runServe(args []string, stdout io.Writer) error {
 			}
 		}()
 	}
+	// An early return below stops what already runs, and waits for it.
+	defer func() { stop(); wg.Wait() }()
+
+	control := filepath.Join(cfg.State, controlSocket)
+	if ln, err := unixsock.Listen(control); err != nil {
+		// The card still serves; only tokenlab card remove|insert cannot reach it.
+		log.Warn("no control socket: tokenlab card remove and insert will not reach this card", "err", err)
+	} else {
+		defer os.Remove(control)
+		srv := &controlServer{dev: d, log: log}
+		run(func() error { return wrap("control socket", srv.serve(ctx, ln)) })
+	}
+
+	var sshSrv *sshServer
+	if cfg.SSH != "" {
+		sshSrv, err = cfg.SSHServer.newServer(ctx, "ssh-", log, func(ctx context.Context) (*middleware.Token, func(), error) {
+			tok, err := middleware.Open(ctx, d.Card.Dial, middleware.Options{Application: "sshd", Policy: policy, Prompter: pr, Audit: audit})
+			if err != nil {
+				return nil, nil, err
+			}
+			return tok, func() { tok.Close(context.Background()) }, nil
+		})
+		if err != nil {
+			return err
+		}
+		defer sshSrv.Close()
+	}
+	// closeCardSessions applies SSH's close-on-removal when the card leaves a reader.
+	closeCardSessions := func() {
+		if sshSrv != nil && cfg.SSHServer.CloseOnRemoval {
+			sshSrv.CloseCardSessions(cardSSHKeys(d))
+		}
+	}
+
 	if cfg.VPCD != "off" {
 		link := &vpcd.Link{Addr: cfg.VPCD, Card: d.Card, Log: log}
+		// To pcscd's applications, a dropped link (pcscd gone, the card removed) is a removal.
+		link.Removed = func() {
+			if ctx.Err() == nil {
+				closeCardSessions()
+			}
+		}
 		log.Info("plugging the card into pcscd through vpcd", "vpcd", cfg.VPCD)
 		run(func() error { return wrap("vpcd", link.Run(ctx)) })
 	}
@@ -156,15 +238,6 @@ func runServe(args []string, stdout io.Writer) error {
 			return fmt.Errorf("--pkcs11: %w", err)
 		}
 		defer os.Remove(sock)
-		pr, err := newPrompter(cfg.Prompt)
-		if err != nil {
-			return err
-		}
-		audit, closeAudit, err := openAudit(cfg.AuditLog, log)
-		if err != nil {
-			return err
-		}
-		defer closeAudit()
 		srv := pkcs11srv.New(pkcs11srv.Config{Reader: d.Card, Policy: policy, Prompter: pr, Audit: audit, Log: log})
 		log.Info("serving PKCS#11 over the p11-kit RPC protocol", "socket", sock, "profile", policy.Name, "prompt", cfg.Prompt)
 		fmt.Fprintf(stdout, "PKCS#11 is served on %s, profile %s. Applications load p11-kit's client module:\n", sock, policy.Name)
@@ -172,6 +245,21 @@ func runServe(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  pkcs11-tool --module %s -L\n", p11kitClient)
 		fmt.Fprintf(stdout, "  ssh -I %s user@host\n", p11kitClient)
 		run(func() error { return wrap("pkcs11", srv.Serve(ctx, ln)) })
+	}
+	if sshSrv != nil {
+		ln, err := net.Listen("tcp", cfg.SSH)
+		if err != nil {
+			return fmt.Errorf("--ssh: %w", err)
+		}
+		if cfg.SSHServer.CloseOnRemoval {
+			run(func() error {
+				sshSrv.CloseOnRemovalFunc(ctx, d.Card, func() []gossh.PublicKey { return cardSSHKeys(d) })
+				return nil
+			})
+		}
+		log.Info("serving SSH", "addr", ln.Addr().String(), "close-on-removal", cfg.SSHServer.CloseOnRemoval)
+		fmt.Fprintf(stdout, "SSH server on %s, host key %s\n", ln.Addr(), sshSrv.hostKeyLine())
+		run(func() error { return wrap("ssh", sshSrv.Serve(ctx, ln)) })
 	}
 	wg.Wait()
 	close(errs)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -132,8 +130,9 @@ func addCardFlags(fs *flag.FlagSet, app string) cardFlags {
 	}
 }
 
-// open opens the card and a middleware Token for application app. card is the in-process
-// card (nil through a socket), for removal watching.
+// open opens the card and a middleware Token for application app. card is the card's
+// presence, for removal watching: the in-process card, or a watch of the daemon's card through
+// its socket.
 func (f cardFlags) open(ctx context.Context, app string) (tok *middleware.Token, card ssh.Presence, closeAll func(), err error) {
 	if (*f.state == "") == (*f.socket == "") {
 		return nil, nil, nil, usagef("give exactly one of --state and --card-socket")
@@ -161,7 +160,12 @@ func (f cardFlags) open(ctx context.Context, app string) (tok *middleware.Token,
 		}
 		dial, card, closeCard = d.Card.Dial, d.Card, func() { d.Close() }
 	} else {
-		dial = cardsock.Dialer(*f.socket)
+		w, err := cardsock.Watch(ctx, *f.socket)
+		if err != nil {
+			closeAudit()
+			return nil, nil, nil, err
+		}
+		dial, card, closeCard = cardsock.Dialer(*f.socket), w, func() { w.Close() }
 	}
 	tok, err = middleware.Open(ctx, dial, middleware.Options{Application: app, Policy: policy, Prompter: pr, Audit: audit})
 	if err != nil {
@@ -185,7 +189,7 @@ func runSSHConnect(args []string, stdout io.Writer) error {
 	knownHosts := fs.String("known-hosts", "", "OpenSSH known_hosts file that must list the server's plain host key")
 	hostKeyFile := fs.String("host-key", "", "the server's plain host key, an OpenSSH .pub line")
 	hostCA := fs.String("host-ca", "", "PEM CA certificates: the server must show an RFC 6187 host key they issued for HOST")
-	closeOnRemoval := fs.Bool("close-on-removal", true, "close the connection when the card leaves its reader (with --state)")
+	closeOnRemoval := fs.Bool("close-on-removal", true, "close the connection when the card leaves its reader (tokenlab card remove on the daemon of --card-socket, or the daemon going away)")
 	rest, err := parse(fs, args, 1<<20)
 	if err != nil {
 		return err
@@ -304,116 +308,47 @@ func loadPool(path string) (*x509.CertPool, error) {
 func runSSHListen(args []string, stdout io.Writer) error {
 	fs := newFlags("ssh listen", "[--listen ADDR] [--authorized-keys FILE --user NAME] [--ca PEM [--user-map FILE]] [--host-key FILE | (--state DIR | --card-socket SOCKET) --host-slot 9d [--host-x509]]")
 	listen := fs.String("listen", "127.0.0.1:2222", "address to listen on")
-	authorized := fs.String("authorized-keys", "", "OpenSSH authorized_keys file of plain keys that may log in as --user")
-	userFlag := fs.String("user", "", "the user --authorized-keys logs in (default: the local user)")
-	caFile := fs.String("ca", "", "PEM CA certificates whose RFC 6187 user certificates may log in")
-	userMap := fs.String("user-map", "", "file of lines 'CERTIFICATE-NAME USER...': the users a certificate's UPN or CN may log in as (default: the name itself)")
-	maxTries := fs.Int("max-auth-tries", ssh.DefaultMaxAuthTries, "failed authentication requests before the server disconnects")
-	hostKey := fs.String("host-key", "", "OpenSSH private host key file (default: a new Ed25519 key, or the token's with --host-slot)")
-	hostSlot := fs.String("host-slot", "", "use this card slot's key as the host key")
-	hostX509 := fs.Bool("host-x509", false, "present the host slot's certificate as an RFC 6187 host key")
-	shell := fs.String("shell", "/bin/sh", "shell that runs the sessions' commands, as this process's user")
+	o := defaultSSHServerOptions()
+	o.addFlags(fs, "")
 	cf := addCardFlags(fs, "server")
 	if _, err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if *maxTries < 1 {
-		return usagef("--max-auth-tries: at least 1")
-	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	keys := &ssh.Keys{Authorized: map[string][]gossh.PublicKey{}}
-	if *authorized != "" {
-		b, err := os.ReadFile(*authorized)
-		if err != nil {
-			return err
-		}
-		list, err := ssh.ParseAuthorizedKeys(b)
-		if err != nil {
-			return fmt.Errorf("%s: %w", *authorized, err)
-		}
-		u := *userFlag
-		if u == "" {
-			cur, err := user.Current()
-			if err != nil {
-				return err
-			}
-			u = cur.Username
-		}
-		keys.Authorized[u] = list
-	}
-	if *caFile != "" {
-		pool, err := loadPool(*caFile)
-		if err != nil {
-			return err
-		}
-		keys.CAs = pool
-	}
-	if *userMap != "" {
-		m, err := loadUserMap(*userMap)
-		if err != nil {
-			return err
-		}
-		keys.Users = m
-	}
-	if *authorized == "" && *caFile == "" {
-		return usagef("give --authorized-keys, --ca or both: nobody could log in")
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var host gossh.Signer
 	var card ssh.Presence
 	var cardKeys []gossh.PublicKey
-	switch {
-	case *hostKey != "" && *hostSlot != "":
-		return usagef("give --host-key or --host-slot, not both")
-	case *hostKey != "":
-		b, err := os.ReadFile(*hostKey)
-		if err != nil {
-			return err
-		}
-		if host, err = gossh.ParsePrivateKey(b); err != nil {
-			return fmt.Errorf("--host-key %s: %w", *hostKey, err)
-		}
-	case *hostSlot != "":
-		slot, err := parseSlot(*hostSlot)
-		if err != nil {
-			return usagef("--host-slot: %v", err)
-		}
+	srv, err := o.newServer(ctx, "", log, func(ctx context.Context) (*middleware.Token, func(), error) {
 		tok, c, closeAll, err := cf.open(ctx, "sshd")
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		defer closeAll()
-		if host, err = ssh.TokenSigner(ctx, tok, slot, *hostX509); err != nil {
-			return err
-		}
-		card = c
 		ks, err := tok.Keys(ctx)
 		if err != nil {
-			return err
+			closeAll()
+			return nil, nil, err
 		}
 		for _, k := range ks {
 			if p, err := gossh.NewPublicKey(k.Public); err == nil {
 				cardKeys = append(cardKeys, p)
 			}
 		}
-	default:
-		_, k, _ := ed25519.GenerateKey(rand.Reader)
-		host, _ = gossh.NewSignerFromSigner(k)
-	}
-	srv, err := ssh.NewServer(ssh.ServerConfig{HostKeys: []gossh.Signer{host}, Auth: keys, Handler: ssh.ExecHandler(*shell),
-		MaxAuthTries: *maxTries, Log: log})
+		card = c
+		return tok, closeAll, nil
+	})
 	if err != nil {
 		return err
 	}
+	defer srv.Close()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	if card != nil {
+	if card != nil && o.CloseOnRemoval {
 		go srv.CloseOnRemoval(ctx, card, cardKeys)
 	}
-	fmt.Fprintf(stdout, "SSH server on %s, host key %s %s\n", ln.Addr(), host.PublicKey().Type(), gossh.FingerprintSHA256(host.PublicKey()))
+	fmt.Fprintf(stdout, "SSH server on %s, host key %s\n", ln.Addr(), srv.hostKeyLine())
 	err = srv.Serve(ctx, ln)
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -2,6 +2,7 @@ package piv
 
 import (
 	"bytes"
+	"crypto"
 	"encoding/hex"
 	"fmt"
 	"maps"
@@ -190,6 +191,8 @@ type SlotStatus struct {
 	PINPolicy   PINPolicy
 	TouchPolicy TouchPolicy
 	Origin      Origin
+	// PublicKey is the slot key's public half.
+	PublicKey crypto.PublicKey
 	// Certificate is the DER certificate in the slot's object, nil when there is none.
 	Certificate []byte
 }
@@ -208,7 +211,8 @@ func (a *Applet) Status() Status {
 	}
 	for _, s := range slices.Sorted(maps.Keys(a.p.keys)) {
 		k := a.p.keys[s]
-		ss := SlotStatus{Slot: s, Algorithm: k.key.Algorithm(), PINPolicy: k.pin, TouchPolicy: k.touch, Origin: k.origin}
+		ss := SlotStatus{Slot: s, Algorithm: k.key.Algorithm(), PINPolicy: k.pin, TouchPolicy: k.touch, Origin: k.origin,
+			PublicKey: k.key.Public()}
 		if obj, ok := a.p.objects[s.CertificateTag()]; ok {
 			ss.Certificate, _ = certificateFromObject(obj)
 		}

@@ -31,7 +31,17 @@ type Card interface {
 	Transmit(ctx context.Context, command []byte) ([]byte, error)
 }
 
-// Link keeps a card plugged into a vpcd reader.
+// Presence is what a Link needs of a card that can leave its reader, as *emulator.Card can: the
+// link then closes the vpcd connection while the card is out, so that pcscd sees the removal
+// as from a physical reader, and connects again at insertion.
+type Presence interface {
+	Present() bool
+	// Changed returns a channel closed at the card's next removal or insertion.
+	Changed() <-chan struct{}
+}
+
+// Link keeps a card plugged into a vpcd reader. A Card that also implements Presence is
+// unplugged while it is out of its reader.
 type Link struct {
 	Addr string // host:port of the vpcd driver; empty means DefaultAddr
 	Card Card
@@ -60,6 +70,9 @@ func (l *Link) Run(ctx context.Context) error {
 	backoff := minBackoff
 	waiting := false
 	for {
+		if err := l.waitPresent(ctx, log); err != nil {
+			return err
+		}
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {
@@ -72,14 +85,22 @@ func (l *Link) Run(ctx context.Context) error {
 			if l.Inserted != nil {
 				l.Inserted()
 			}
+			unwatch := l.closeAtRemoval(conn)
 			err = Serve(ctx, conn, l.Card, log)
+			pulled := unwatch()
 			conn.Close()
 			// Out of the reader, out of power; a transaction of another host finishes first.
 			l.Card.ReaderReset(ctx)
+			if pulled {
+				err = errors.New("the card was removed")
+			}
 			if l.Removed != nil {
 				l.Removed()
 			}
 			log.Info("card removed from vpcd reader", "addr", addr, "reason", err)
+			if pulled && ctx.Err() == nil {
+				continue // back in as soon as it is inserted
+			}
 		} else if !waiting {
 			log.Info("waiting for the vpcd reader (is pcscd running with vsmartcard-vpcd?)", "addr", addr, "err", err)
 			waiting = true
@@ -93,6 +114,60 @@ func (l *Link) Run(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// waitPresent returns when the card is in its reader (at once for a card without Presence),
+// or with ctx's error.
+func (l *Link) waitPresent(ctx context.Context, log *slog.Logger) error {
+	p, ok := l.Card.(Presence)
+	if !ok {
+		return nil
+	}
+	for logged := false; ; logged = true {
+		ch := p.Changed()
+		if p.Present() {
+			return nil
+		}
+		if !logged {
+			log.Info("the card is out of its reader: the vpcd reader stays empty until it is inserted")
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// closeAtRemoval closes conn when the card leaves its reader. The returned function ends the
+// watch and reports whether the removal closed conn.
+func (l *Link) closeAtRemoval(conn net.Conn) func() bool {
+	p, ok := l.Card.(Presence)
+	if !ok {
+		return func() bool { return false }
+	}
+	stop := make(chan struct{})
+	pulled := make(chan bool, 1)
+	go func() {
+		for {
+			ch := p.Changed()
+			if !p.Present() {
+				conn.Close()
+				pulled <- true
+				return
+			}
+			select {
+			case <-ch:
+			case <-stop:
+				pulled <- false
+				return
+			}
+		}
+	}()
+	return func() bool {
+		close(stop)
+		return <-pulled
 	}
 }
 

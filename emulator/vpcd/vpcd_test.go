@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -115,6 +116,52 @@ func TestLink(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not stop when its context ended")
+	}
+}
+
+// A card removed from its reader leaves the vpcd reader at once (the connection closes, which
+// pcscd sees as a removal), stays out while it is out, and is plugged in again at insertion.
+func TestLinkFollowsRemoval(t *testing.T) {
+	d, err := yubikey.New(yubikey.Options{Serial: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := listen(t)
+	var removed atomic.Int32
+	link := &Link{Addr: r.ln.Addr().String(), Card: d.Card, Removed: func() { removed.Add(1) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- link.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	r.accept()
+	r.send(byte(vpcd.GetATR))
+	r.recv()
+	start := time.Now()
+	d.Card.Remove()
+	r.conn.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := r.conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the reader got data from a removed card")
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the vpcd connection stayed open for a second after the removal")
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("the connection closed %v after the removal", d)
+	}
+	// No reconnection while the card is out: the reader would see a card that answers nothing.
+	r.ln.(*net.TCPListener).SetDeadline(time.Now().Add(700 * time.Millisecond))
+	if c, err := r.ln.Accept(); err == nil {
+		c.Close()
+		t.Fatal("the link plugged an absent card into the reader")
+	}
+	if removed.Load() != 1 {
+		t.Errorf("Removed called %d times, want 1", removed.Load())
+	}
+	d.Card.Insert()
+	r.accept()
+	r.send(byte(vpcd.GetATR))
+	if atr := r.recv(); !bytes.Equal(atr, yubikey.ATR) {
+		t.Errorf("ATR after insertion % X", atr)
 	}
 }
 
