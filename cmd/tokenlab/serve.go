@@ -146,6 +146,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer d.Close()
+	d.OnFail(func(err error) {
+		log.Error("the card stopped: a save to the state directory failed; it answers 6581 to every command until tokenlab serve is restarted, and the state directory holds what was saved", "state", cfg.State, "err", err)
+	})
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -64,6 +64,7 @@ type Applet struct {
 	// document but not the counters, say), so memory no longer tells what a restart would
 	// load: from then on the applet answers every command 6581 and changes nothing.
 	failed error
+	onFail func(error)
 
 	// Volatile security status, dropped on deselect, reset and power-off.
 	pinVerified  bool
@@ -139,10 +140,17 @@ func (a *Applet) updateCounters(f func(p *persistent)) apdu.StatusWord {
 func (a *Applet) fail(err error) apdu.StatusWord {
 	if a.failed == nil {
 		a.failed = err
+		if a.onFail != nil {
+			a.onFail(err)
+		}
 	}
 	a.Deselect()
 	return apdu.SWMemoryFailure
 }
+
+// OnFail sets a function told, once, of the commit error that stops the applet: a daemon logs
+// it. It runs inside the command that failed, and must not block or use the card.
+func (a *Applet) OnFail(f func(error)) { a.onFail = f }
 
 // Failed returns the commit error that stopped the applet, or nil. A stopped applet answers
 // every command 6581 (memory failure) until the card is loaded again from its state.

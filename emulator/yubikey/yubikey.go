@@ -75,6 +75,10 @@ func (d *Device) Failed() error {
 	return err
 }
 
+// OnFail sets a function told, once, when a failed save stops the card (see Failed). It runs
+// inside the card command that failed and must not block or use the card.
+func (d *Device) OnFail(f func(error)) { d.Card.Exclusive(func() { d.PIV.OnFail(f) }) }
+
 // formFactor is what the device reports in its attestations and device info: USB-A keychain.
 const formFactor = 0x01
 

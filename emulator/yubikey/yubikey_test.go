@@ -171,6 +171,8 @@ func TestFailedSaveStopsTheCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var told []error
+	d.OnFail(func(err error) { told = append(told, err) })
 	ctr := filepath.Join(dir, state.CountersFile)
 	os.Rename(ctr, ctr+".saved")
 	os.Symlink("elsewhere", ctr) // refused (O_NOFOLLOW) when the save opens it
@@ -185,6 +187,10 @@ func TestFailedSaveStopsTheCard(t *testing.T) {
 	}
 	if d.Failed() == nil {
 		t.Error("the card does not report its failure")
+	}
+	c.Select(ctx) // a second command of the stopped card: OnFail is told once
+	if len(told) != 1 || told[0] != d.Failed() {
+		t.Errorf("OnFail was told %v, want once the error Failed reports (%v)", told, d.Failed())
 	}
 	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey); err == nil {
 		t.Error("the old management key still works in memory after the failed save")
