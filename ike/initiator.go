@@ -281,7 +281,7 @@ func (hs *initiatorHandshake) auth(ctx context.Context) error {
 		return fmt.Errorf("%w: the responder is %v, not %v", ErrAuthentication, idr.ID, *cfg.RemoteID)
 	}
 	octets := signedOctets(sa.prf, hs.initResp, sa.ni, sa.keys.pr, idr.ID)
-	peerCert, method, err := checkPeerAuth(cfg, sa.prf, getAuth(m), certs(m), idr.ID, octets)
+	peerCert, method, err := checkPeerAuth(cfg, cfg.peerAuth(true), sa.prf, getAuth(m), certs(m), idr.ID, octets)
 	if err != nil {
 		return err
 	}
@@ -405,14 +405,21 @@ func ourAuth(cfg *Config, peerHashes []uint16, p prf, octets []byte) (*AuthPaylo
 	return nil, errors.New("ike: nothing to authenticate with (no signer, no PSK)")
 }
 
-// checkPeerAuth verifies the peer's AUTH payload: a shared key, or a signature with a
-// certificate that chains to our CAs and vouches for the peer's identity.
-func checkPeerAuth(cfg *Config, p prf, a *AuthPayload, ders [][]byte, id Identity, octets []byte) (*x509.Certificate, AuthMethod, error) {
+// checkPeerAuth verifies the peer's AUTH payload, made in one of the allowed ways: a shared
+// key, or a signature with a certificate that chains to our CAs and vouches for the peer's
+// identity.
+func checkPeerAuth(cfg *Config, allowed AuthClass, p prf, a *AuthPayload, ders [][]byte, id Identity, octets []byte) (*x509.Certificate, AuthMethod, error) {
 	if a.Method == AuthPSK {
-		if cfg.PSK == nil {
+		switch {
+		case allowed&AuthClassPSK == 0:
+			return nil, 0, fmt.Errorf("%w: the peer authenticates with a shared key, and it must use %v", ErrAuthentication, allowed)
+		case cfg.PSK == nil:
 			return nil, 0, fmt.Errorf("%w: the peer authenticates with a shared key and we have none", ErrAuthentication)
 		}
 		return nil, AuthPSK, checkPSK(p, cfg.PSK, octets, a.Data)
+	}
+	if allowed&AuthClassPubkey == 0 {
+		return nil, 0, fmt.Errorf("%w: the peer authenticates with a %v signature, and it must use %v", ErrAuthentication, a.Method, allowed)
 	}
 	pool := x509.NewCertPool()
 	for _, c := range cfg.CAs {

@@ -361,8 +361,9 @@ func (hs *responderHandshake) handle(s *Session, sa *ikeSA, m *Message) ([]Paylo
 			return failWith(NotifyAuthenticationFailed, err)
 		}
 		a := getAuth(m)
+		allowed := cfg.peerAuth(false)
 		if a == nil {
-			if cfg.EAPServer == nil {
+			if allowed&AuthClassEAP == 0 {
 				return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: the initiator sent no AUTH and we do no EAP", ErrAuthentication))
 			}
 			var req eapPacket
@@ -371,7 +372,7 @@ func (hs *responderHandshake) handle(s *Session, sa *ikeSA, m *Message) ([]Paylo
 			return append(our, &EAPPayload{Data: req.marshal()}), nil
 		}
 		octets := signedOctets(sa.prf, hs.initReq, sa.nr, sa.keys.pi, hs.idi)
-		cert, method, err := checkPeerAuth(cfg, sa.prf, a, certs(m), hs.idi, octets)
+		cert, method, err := checkPeerAuth(cfg, allowed, sa.prf, a, certs(m), hs.idi, octets)
 		if err != nil {
 			return failWith(NotifyAuthenticationFailed, err)
 		}
