@@ -123,3 +123,37 @@ func stringsNoSpace(s string) string {
 	}
 	return string(out)
 }
+
+// TestRemoteIDWithEAP: a responder's RemoteID holds on the EAP path too: an initiator whose
+// IDi is another identity is refused before EAP starts.
+func TestRemoteIDWithEAP(t *testing.T) {
+	_, resp := certPair(t, elliptic.P256(), elliptic.P256())
+	resp.EAPServer = &EAPServer{Users: map[string]EAPUser{"alice": {Password: []byte("alice-password")}}}
+	gw, _ := ParseIdentity("gw.test")
+	for _, tc := range []struct {
+		remoteID, idi string
+		ok            bool
+	}{
+		{"bob@test", "alice@test", false},
+		{"alice@test", "alice@test", true},
+	} {
+		t.Run(tc.remoteID+" "+tc.idi, func(t *testing.T) {
+			want, _ := ParseIdentity(tc.remoteID)
+			idi, _ := ParseIdentity(tc.idi)
+			cfg := *resp
+			cfg.RemoteID = &want
+			r := listen(t, &cfg)
+			eap := &Config{LocalID: idi, RemoteID: &gw, CAs: resp.CAs, Childless: true, Log: testLog(t),
+				EAP: &EAPClient{Identity: "alice", Password: []byte("alice-password")}}
+			s, err := dialGateway(t, eap, r)
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tc.ok && err == nil:
+				t.Fatalf("responder with RemoteID %v accepted IDi %v over EAP", want, s.LocalID())
+			case !tc.ok && !wantNotify(err, NotifyAuthenticationFailed):
+				t.Errorf("refused with %v, want AUTHENTICATION_FAILED", err)
+			}
+		})
+	}
+}

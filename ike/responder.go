@@ -360,6 +360,10 @@ func (hs *responderHandshake) handle(s *Session, sa *ikeSA, m *Message) ([]Paylo
 		if err != nil {
 			return failWith(NotifyAuthenticationFailed, err)
 		}
+		// The identity is checked before EAP too: there it is all RemoteID can constrain.
+		if cfg.RemoteID != nil && !cfg.RemoteID.Equal(hs.idi) {
+			return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: the initiator is %v, not %v", ErrAuthentication, hs.idi, *cfg.RemoteID))
+		}
 		a := getAuth(m)
 		allowed := cfg.peerAuth(false)
 		if a == nil {
@@ -375,9 +379,6 @@ func (hs *responderHandshake) handle(s *Session, sa *ikeSA, m *Message) ([]Paylo
 		cert, method, err := checkPeerAuth(cfg, allowed, sa.prf, a, certs(m), hs.idi, octets)
 		if err != nil {
 			return failWith(NotifyAuthenticationFailed, err)
-		}
-		if cfg.RemoteID != nil && !cfg.RemoteID.Equal(hs.idi) {
-			return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: the initiator is %v, not %v", ErrAuthentication, hs.idi, *cfg.RemoteID))
 		}
 		s.peerCert, s.authMethod = cert, method
 		return hs.establish(s, sa, our)
