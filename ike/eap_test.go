@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/elliptic"
 	"errors"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -153,6 +155,162 @@ func TestRemoteIDWithEAP(t *testing.T) {
 				t.Fatalf("responder with RemoteID %v accepted IDi %v over EAP", want, s.LocalID())
 			case !tc.ok && !wantNotify(err, NotifyAuthenticationFailed):
 				t.Errorf("refused with %v, want AUTHENTICATION_FAILED", err)
+			}
+		})
+	}
+}
+
+// eapSkippingConn is a responder socket that turns the real responder into a rogue gateway
+// that holds valid gateway credentials but not the user's password: its first IKE_AUTH answer
+// carries EAP-Success instead of an EAP request, and its last one an AUTH keyed with SK_pr
+// (what RFC 7296 §2.16 prescribes for EAP methods without an MSK).
+type eapSkippingConn struct {
+	*net.UDPConn
+	r *Responder
+}
+
+func (c *eapSkippingConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	pre := 0
+	if len(b) >= 4 && b[0]|b[1]|b[2]|b[3] == 0 {
+		pre = 4
+	}
+	m, enc, err := ParseMessage(b[pre:])
+	if err != nil || enc == nil || m.Exchange != ExchangeIKEAuth || !m.IsResponse() {
+		return c.UDPConn.WriteToUDPAddrPort(b, to)
+	}
+	s := c.r.table.get(m.SPIr) // the endpoint goroutine holds s.mu: we are inside receive
+	sa, hs := s.sa, s.hs
+	var ps []Payload
+	switch m.MessageID {
+	case 1: // IDr CERT AUTH EAP(Identity request) → IDr CERT AUTH EAP(Success)
+		raw := b[pre:]
+		plain, err := sa.out.open(raw[:len(raw)-len(enc.body)], enc.body)
+		if err != nil {
+			return 0, err
+		}
+		inner, _, err := unmarshalPayloads(plain, enc.next)
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range inner {
+			if _, ok := p.(*EAPPayload); ok {
+				p = &EAPPayload{Data: eapPacket{Code: eapSuccess, ID: 1}.marshal()}
+			}
+			ps = append(ps, p)
+		}
+	case 2: // whatever the real responder says → AUTH keyed with SK_pr
+		octets := signedOctets(sa.prf, hs.initResp, sa.ni, sa.keys.pr, hs.idr)
+		ps = []Payload{&AuthPayload{Method: AuthPSK, Data: sharedKeyAuth(sa.prf, sa.keys.pr, octets)}}
+	default:
+		return c.UDPConn.WriteToUDPAddrPort(b, to)
+	}
+	msgs, err := sa.protect(ExchangeIKEAuth, true, m.MessageID, ps)
+	if err != nil {
+		return 0, err
+	}
+	return c.UDPConn.WriteToUDPAddrPort(append(b[:pre:pre], msgs[0]...), to)
+}
+
+// TestEAPSuccessWithoutMSCHAPv2: an initiator set up for EAP-MSCHAPv2 refuses a gateway that
+// answers EAP-Success without running MS-CHAPv2, so never proves it knows the user's password
+// (RFC 2759's authenticator response), and does not fall back to SK_pi and SK_pr for the AUTH
+// payloads after EAP.
+func TestEAPSuccessWithoutMSCHAPv2(t *testing.T) {
+	init, resp := certPair(t, elliptic.P256(), elliptic.P256())
+	resp.FragmentSize = -1
+	resp.EAPServer = &EAPServer{Users: map[string]EAPUser{"alice": {Password: []byte("alice-password")}}}
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := &eapSkippingConn{UDPConn: pc}
+	r := newResponder(resp, []*conn{{pc: wc, local: pc.LocalAddr().(*net.UDPAddr).AddrPort()}})
+	wc.r = r
+	defer r.Close()
+
+	alice, _ := ParseIdentity("alice")
+	gw, _ := ParseIdentity("gw.test")
+	eap := &Config{LocalID: alice, RemoteID: &gw, CAs: init.CAs, Childless: true, FragmentSize: -1, Log: init.Log,
+		EAP: &EAPClient{Identity: "alice", Password: []byte("alice-password")}}
+	s, err := dialGateway(t, eap, r)
+	if err == nil {
+		t.Fatalf("IKE SA established (EAP identity %q) though the gateway never ran MS-CHAPv2", s.EAPIdentity())
+	}
+	if !errors.Is(err, ErrAuthentication) {
+		t.Errorf("refused with %v, want an authentication failure", err)
+	}
+}
+
+// TestEAPOneTimeCode: the code travels appended to the password or in its own EAP-GTC round
+// as the server asks; an initiator gives it in a GTC round only when set up for that, and only
+// after MS-CHAPv2 succeeded (the gateway proved it knows the password).
+func TestEAPOneTimeCode(t *testing.T) {
+	now := fixedClock(time.Now())
+	code := []byte(testTOTP.At(time.Time(now)))
+	_, certResp := certPair(t, elliptic.P256(), elliptic.P256())
+	gw, _ := ParseIdentity("gw.test")
+	alice, _ := ParseIdentity("alice")
+	for _, tc := range []struct {
+		name       string
+		server     OTPMode
+		client     OTPMode
+		clientCode []byte
+		ok         bool
+	}{
+		{"append", OTPAppend, OTPAppend, code, true},
+		{"append, wrong code", OTPAppend, OTPAppend, []byte("000000"), false},
+		{"separate", OTPSeparate, OTPSeparate, code, true},
+		{"separate, wrong code", OTPSeparate, OTPSeparate, []byte("000000"), false},
+		{"either, separate", OTPEither, OTPSeparate, code, true},
+		{"either, append", OTPEither, OTPAppend, code, true},
+		{"separate asked, none given", OTPSeparate, OTPNone, code, false},
+		{"separate asked, append given", OTPSeparate, OTPAppend, code, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := *certResp
+			resp.EAPServer = &EAPServer{OTP: tc.server, Clock: now, Users: map[string]EAPUser{
+				"alice": {Password: []byte("alice-password"), TOTP: testTOTP},
+			}}
+			r := listen(t, &resp)
+			init := &Config{LocalID: alice, RemoteID: &gw, CAs: certResp.CAs, Childless: true, Log: testLog(t),
+				EAP: &EAPClient{Identity: "alice", Password: []byte("alice-password"), OTP: tc.client, Code: tc.clientCode}}
+			s, err := dialGateway(t, init, r)
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tc.ok && err == nil:
+				t.Fatalf("IKE SA established for %q", s.EAPIdentity())
+			case !tc.ok && !errors.Is(err, ErrAuthentication):
+				t.Errorf("refused with %v, want an authentication failure", err)
+			}
+		})
+	}
+}
+
+// TestEAPPeerGTC: the initiator's EAP peer answers an EAP-GTC request with the one-time code
+// only in the separate-round mode, and only after the MS-CHAPv2 authenticator response
+// checked out.
+func TestEAPPeerGTC(t *testing.T) {
+	gtc := eapPacket{Code: eapRequest, ID: 7, Type: eapTypeGTC, Data: []byte("One-time code: ")}
+	for _, tc := range []struct {
+		name     string
+		otp      OTPMode
+		serverOK bool
+		ok       bool
+	}{
+		{"separate, after MS-CHAPv2", OTPSeparate, true, true},
+		{"separate, before MS-CHAPv2", OTPSeparate, false, false},
+		{"append", OTPAppend, true, false},
+		{"none", OTPNone, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &eapPeer{cfg: &EAPClient{Identity: "alice", OTP: tc.otp, Code: []byte("123456")}, serverOK: tc.serverOK}
+			resp, err := p.respond(context.Background(), gtc)
+			if tc.ok && (err != nil || string(resp.Data) != "123456") {
+				t.Errorf("answer %q, %v", resp.Data, err)
+			}
+			if !tc.ok && err == nil {
+				t.Errorf("the code went out: %q", resp.Data)
 			}
 		})
 	}

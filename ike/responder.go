@@ -409,21 +409,16 @@ func (hs *responderHandshake) handle(s *Session, sa *ikeSA, m *Message) ([]Paylo
 		if a == nil || a.Method != AuthPSK {
 			return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: no MSK-keyed AUTH after EAP", ErrAuthentication))
 		}
-		key := hs.eap.msk
-		if key == nil {
-			key = sa.keys.pi
+		if hs.eap.msk == nil {
+			return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: EAP ended without an MSK", ErrAuthentication))
 		}
 		octets := signedOctets(sa.prf, hs.initReq, sa.nr, sa.keys.pi, hs.idi)
-		if err := checkPSK(sa.prf, key, octets, a.Data); err != nil {
+		if err := checkPSK(sa.prf, hs.eap.msk, octets, a.Data); err != nil {
 			return failWith(NotifyAuthenticationFailed, err)
-		}
-		rkey := hs.eap.msk
-		if rkey == nil {
-			rkey = sa.keys.pr
 		}
 		ours := signedOctets(sa.prf, hs.initResp, sa.ni, sa.keys.pr, hs.idr)
 		s.eapIdentity, s.authMethod = hs.eap.identity, AuthPSK
-		return hs.establish(s, sa, []Payload{&AuthPayload{Method: AuthPSK, Data: sharedKeyAuth(sa.prf, rkey, ours)}})
+		return hs.establish(s, sa, []Payload{&AuthPayload{Method: AuthPSK, Data: sharedKeyAuth(sa.prf, hs.eap.msk, ours)}})
 	}
 	return failWith(NotifyInvalidSyntax, fmt.Errorf("ike: IKE_AUTH in state %v", hs.state))
 }
