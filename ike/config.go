@@ -290,6 +290,11 @@ func (c *Config) check(initiator bool) error {
 	case c.Signer != nil && len(c.Certificates) == 0:
 		return errors.New("ike: a signer needs its certificate")
 	}
+	if c.EAPServer != nil {
+		if err := c.EAPServer.check(); err != nil {
+			return err
+		}
+	}
 	peer := c.peerAuth(initiator)
 	switch {
 	case peer&^(AuthClassPubkey|AuthClassPSK|AuthClassEAP) != 0:

@@ -253,6 +253,19 @@ type EAPServer struct {
 	used map[string]int64 // last accepted time step per user
 }
 
+// check reports users whose one-time codes cannot work.
+func (s *EAPServer) check() error {
+	for name, u := range s.Users {
+		if u.TOTP == nil {
+			continue
+		}
+		if err := u.TOTP.check(); err != nil {
+			return fmt.Errorf("ike: EAP user %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
 func (s *EAPServer) now() time.Time {
 	if s.Clock == nil {
 		return time.Now()

@@ -253,8 +253,8 @@ func runIKEListen(args []string, stdout io.Writer) error {
 	keyFile := fs.String("key", "", "PEM file of the gateway's private key")
 	eapUsers := fs.String("eap-users", "", "file of EAP-MSCHAPv2 users, one a line: name, password and optionally a base32 TOTP secret")
 	otp := fs.String("otp", "append", "how users with a TOTP secret give their code: append (to the password), separate (an EAP-GTC round) or none")
-	totpStep := fs.Duration("totp-step", 30*time.Second, "TOTP time step (RFC 6238; FortiToken uses 60s)")
-	totpWindow := fs.Int("totp-window", 1, "TOTP steps accepted either side of now")
+	totpStep := fs.Duration("totp-step", 30*time.Second, "TOTP time step, at least 1s (RFC 6238; FortiToken uses 60s)")
+	totpWindow := fs.Int("totp-window", 1, "TOTP steps accepted either side of now (0: the current step only)")
 	pool := fs.String("pool", "", "virtual IPv4 addresses handed out by the configuration payload, e.g. 10.40.40.2-10.40.40.20")
 	dns := fs.String("dns", "", "DNS servers sent with an address, comma-separated")
 	split := fs.String("split", "", "split-include subnets sent with an address, comma-separated (they also bound our traffic selectors)")
@@ -279,6 +279,12 @@ func runIKEListen(args []string, stdout io.Writer) error {
 		mode, err := ike.ParseOTPMode(*otp)
 		if err != nil {
 			return usagef("--otp: %v", err)
+		}
+		if *totpStep < time.Second {
+			return usagef("--totp-step: %v is below 1s", *totpStep)
+		}
+		if *totpWindow < 0 {
+			return usagef("--totp-window: %d is negative", *totpWindow)
 		}
 		users, err := readEAPUsers(*eapUsers, *totpStep, *totpWindow)
 		if err != nil {
