@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -171,9 +172,14 @@ func (r *Responder) saInit(ep *endpoint, raw []byte, m *Message, from netip.Addr
 	if s := r.halfOpen[key]; s != nil {
 		r.mu.Unlock()
 		s.mu.Lock()
-		resp := s.hs.initResp
+		var resp []byte
+		if s.hs != nil && bytes.Equal(s.hs.initReq, raw) {
+			resp = s.hs.initResp
+		}
 		s.mu.Unlock()
-		ep.c.send(from, [][]byte{resp}) // a retransmission: the same answer
+		if resp != nil {
+			ep.c.send(from, [][]byte{resp}) // a retransmission: the same answer
+		}
 		return
 	}
 	n := len(r.halfOpen)

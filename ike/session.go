@@ -3,6 +3,7 @@ package ike
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -357,8 +358,18 @@ func (s *Session) receive(ep *endpoint, raw []byte, m *Message, enc *encrypted, 
 		if enc != nil && enc.fragment && enc.number != 1 {
 			return
 		}
+		// Only the very request we answered gets the answer again, and only at the peer's
+		// address: anything else with its message ID, or from elsewhere, would turn us into a
+		// reflector (strongSwan compares a hash of the request too).
+		if !sa.win.isRetransmit(raw) {
+			s.log.Debug("dropping a request with the last message ID that is not the last request", "exchange", m.Exchange, "id", m.MessageID, "from", from)
+			return
+		}
+		if from != s.peer {
+			s.log.Debug("retransmitted request from another address; answering the peer", "from", from, "peer", s.peer)
+		}
 		s.log.Debug("retransmitting response", "exchange", m.Exchange, "id", m.MessageID)
-		ep.c.send(from, sa.win.lastResp)
+		s.ep.c.send(s.peer, sa.win.lastResp)
 		return
 	case requestOutOfWindow:
 		s.log.Debug("dropping request outside the window", "exchange", m.Exchange, "id", m.MessageID, "want", sa.win.nextIn)
@@ -368,18 +379,25 @@ func (s *Session) receive(ep *endpoint, raw []byte, m *Message, enc *encrypted, 
 		// Every request after IKE_SA_INIT is protected; an unprotected one is not from the peer.
 		return
 	}
+	req := sha256.Sum256(raw)
 	done, err := sa.open(raw, m, enc)
+	if enc.fragment {
+		if enc.number == 1 && err == nil {
+			sa.win.firstFragment = req
+		}
+		req = sa.win.firstFragment
+	}
 	if err != nil {
 		var syn *SyntaxError
 		var crit *criticalPayloadError
 		switch {
 		case errors.As(err, &crit):
-			s.respond(ep, sa, m, from, []Payload{&NotifyPayload{Notify: NotifyUnsupportedCriticalPayload, Data: []byte{byte(crit.typ)}}})
+			s.respond(ep, sa, m, req, from, []Payload{&NotifyPayload{Notify: NotifyUnsupportedCriticalPayload, Data: []byte{byte(crit.typ)}}})
 		case errors.As(err, &syn):
 			// Authenticated but malformed: INVALID_SYNTAX (RFC 7296 §2.21.1), and a handshake
 			// cannot go on.
 			s.log.Info("invalid syntax in an authenticated request", "exchange", m.Exchange, "err", err)
-			s.respond(ep, sa, m, from, []Payload{&NotifyPayload{Notify: NotifyInvalidSyntax}})
+			s.respond(ep, sa, m, req, from, []Payload{&NotifyPayload{Notify: NotifyInvalidSyntax}})
 			if s.state != StateEstablished {
 				s.terminate(fmt.Errorf("ike: %w", err))
 			}
@@ -411,20 +429,21 @@ func (s *Session) receive(ep *endpoint, raw []byte, m *Message, enc *encrypted, 
 	default:
 		resp = []Payload{&NotifyPayload{Notify: NotifyInvalidSyntax}}
 	}
-	s.respond(ep, sa, m, from, resp)
+	s.respond(ep, sa, m, req, from, resp)
 	if after != nil {
 		after()
 	}
 }
 
-// respond protects and sends our answer to request m, keeping it for retransmissions.
-func (s *Session) respond(ep *endpoint, sa *ikeSA, m *Message, from netip.AddrPort, resp []Payload) {
+// respond protects and sends our answer to request m, whose hash is req, keeping it for
+// retransmissions.
+func (s *Session) respond(ep *endpoint, sa *ikeSA, m *Message, req [sha256.Size]byte, from netip.AddrPort, resp []Payload) {
 	msgs, err := sa.protect(m.Exchange, true, m.MessageID, resp)
 	if err != nil {
 		s.log.Error("encoding response", "exchange", m.Exchange, "err", err)
 		return
 	}
-	sa.win.answer(msgs)
+	sa.win.answer(msgs, req)
 	if err := ep.c.send(from, msgs); err != nil {
 		s.log.Debug("sending response", "err", err)
 	}
