@@ -879,7 +879,11 @@ func (s *Session) RekeyIKE(ctx context.Context) error {
 			return fmt.Errorf("ike: IKE SA rekey: %w", err)
 		}
 		if n := m.Notify(NotifyInvalidKEPayload); n != nil && len(n.Data) == 2 && attempt == 0 {
-			group = binary.BigEndian.Uint16(n.Data)
+			g := binary.BigEndian.Uint16(n.Data)
+			if g == group || !slices.ContainsFunc(s.cfg.proposals(), func(p Proposal) bool { return slices.Contains(p.Groups, g) }) {
+				return fmt.Errorf("ike: IKE SA rekey: the peer wants DH group %d, which we did not offer", g)
+			}
+			group = g
 			continue
 		}
 		if n := m.ErrorNotify(); n != nil {
@@ -890,7 +894,7 @@ func (s *Session) RekeyIKE(ctx context.Context) error {
 			return fmt.Errorf("ike: IKE SA rekey: %w", syntaxErr("answer lacks SA, Nr or KE"))
 		}
 		suite, err := suiteOf(sap.Proposals[0])
-		if err != nil || suite.Group != group || ke.Group != group {
+		if _, _, ok := choose(s.cfg.proposals(), sap.Proposals, ProtocolIKE); err != nil || !ok || suite.Group != group || ke.Group != group {
 			return fmt.Errorf("ike: IKE SA rekey: the peer chose %v, not one of ours", suite)
 		}
 		gir, err := k.shared(ke.Data)

@@ -2,7 +2,11 @@ package ike
 
 import (
 	"bytes"
+	"context"
+	"crypto/elliptic"
+	"net"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -84,5 +88,84 @@ func TestRetransmittedRequest(t *testing.T) {
 		if len(got) != tc.want {
 			t.Errorf("%s: %d datagrams, want %d", tc.name, len(got), tc.want)
 		}
+	}
+}
+
+// rewriteConn is a responder socket that replaces the payloads of protected responses: rewrite
+// returns the new payloads, or nil to send the response as it is. It runs on the endpoint's
+// goroutine inside receive, which holds the session's lock.
+type rewriteConn struct {
+	*net.UDPConn
+	r       *Responder
+	rewrite func(m *Message) []Payload
+}
+
+func (c *rewriteConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	pre := 0
+	if len(b) >= 4 && b[0]|b[1]|b[2]|b[3] == 0 {
+		pre = 4
+	}
+	m, enc, err := ParseMessage(b[pre:])
+	if err != nil || enc == nil || !m.IsResponse() {
+		return c.UDPConn.WriteToUDPAddrPort(b, to)
+	}
+	ps := c.rewrite(m)
+	if ps == nil {
+		return c.UDPConn.WriteToUDPAddrPort(b, to)
+	}
+	sa := c.r.table.get(m.SPIr).saFor(m.SPIr)
+	msgs, err := sa.protect(m.Exchange, true, m.MessageID, ps)
+	if err != nil {
+		return 0, err
+	}
+	return c.UDPConn.WriteToUDPAddrPort(append(b[:pre:pre], msgs[0]...), to)
+}
+
+// listenRewriting is listen with a rewriteConn.
+func listenRewriting(t *testing.T, cfg *Config, rewrite func(m *Message) []Payload) *Responder {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &rewriteConn{UDPConn: pc, rewrite: rewrite}
+	r := newResponder(cfg, []*conn{{pc: rc, local: pc.LocalAddr().(*net.UDPAddr).AddrPort()}})
+	rc.r = r
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// TestRekeyIKEInvalidKE: an IKE SA rekey follows INVALID_KE_PAYLOAD only to a DH group of our
+// proposals, as IKE_SA_INIT does: a peer cannot talk it down to a group we did not configure.
+func TestRekeyIKEInvalidKE(t *testing.T) {
+	init, resp := certPair(t, elliptic.P256(), elliptic.P256())
+	var err error
+	if init.Proposals, err = ParseProposals("aes128-sha256-ecp384", false); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Proposals, err = ParseProposals("aes128-sha256-ecp384-modp2048", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		group uint16
+	}{{"a group we did not offer", 14}, {"the group we sent", 20}} {
+		t.Run(tc.name, func(t *testing.T) {
+			once := false
+			r := listenRewriting(t, resp, func(m *Message) []Payload {
+				if m.Exchange != ExchangeCreateChildSA || once {
+					return nil
+				}
+				once = true
+				return []Payload{&NotifyPayload{Notify: NotifyInvalidKEPayload, Data: []byte{byte(tc.group >> 8), byte(tc.group)}}}
+			})
+			s := dial(t, init, r)
+			if err := s.RekeyIKE(context.Background()); err == nil || !strings.Contains(err.Error(), "did not offer") {
+				t.Errorf("rekey after INVALID_KE_PAYLOAD for group %d: %v", tc.group, err)
+			}
+			if g := s.Suite().Group; g != 20 {
+				t.Errorf("the IKE SA's group is %d", g)
+			}
+		})
 	}
 }
