@@ -252,7 +252,7 @@ func runIKEListen(args []string, stdout io.Writer) error {
 	certFile := fs.String("cert", "", "PEM file of the gateway's certificate chain, its own first")
 	keyFile := fs.String("key", "", "PEM file of the gateway's private key")
 	eapUsers := fs.String("eap-users", "", "file of EAP-MSCHAPv2 users, one a line: name, password and optionally a base32 TOTP secret")
-	otp := fs.String("otp", "append", "how users with a TOTP secret give their code: append (to the password), separate (an EAP-GTC round) or none")
+	otp := fs.String("otp", "append", "how users with a TOTP secret give their code: append (to the password), separate (an EAP-GTC round after MS-CHAPv2), either, or none")
 	totpStep := fs.Duration("totp-step", 30*time.Second, "TOTP time step, at least 1s (RFC 6238; FortiToken uses 60s)")
 	totpWindow := fs.Int("totp-window", 1, "TOTP steps accepted either side of now (0: the current step only)")
 	pool := fs.String("pool", "", "virtual IPv4 addresses handed out by the configuration payload, e.g. 10.40.40.2-10.40.40.20")
