@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -166,7 +167,7 @@ func TestRemoteIDWithEAP(t *testing.T) {
 // (what RFC 7296 §2.16 prescribes for EAP methods without an MSK).
 type eapSkippingConn struct {
 	*net.UDPConn
-	r *Responder
+	r atomic.Pointer[Responder] // set once newResponder returns, before any datagram
 }
 
 func (c *eapSkippingConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
@@ -178,7 +179,7 @@ func (c *eapSkippingConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, 
 	if err != nil || enc == nil || m.Exchange != ExchangeIKEAuth || !m.IsResponse() {
 		return c.UDPConn.WriteToUDPAddrPort(b, to)
 	}
-	s := c.r.table.get(m.SPIr) // the endpoint goroutine holds s.mu: we are inside receive
+	s := c.r.Load().table.get(m.SPIr) // the endpoint goroutine holds s.mu: we are inside receive
 	sa, hs := s.sa, s.hs
 	var ps []Payload
 	switch m.MessageID {
@@ -225,7 +226,7 @@ func TestEAPSuccessWithoutMSCHAPv2(t *testing.T) {
 	}
 	wc := &eapSkippingConn{UDPConn: pc}
 	r := newResponder(resp, []*conn{{pc: wc, local: pc.LocalAddr().(*net.UDPAddr).AddrPort()}})
-	wc.r = r
+	wc.r.Store(r)
 	defer r.Close()
 
 	alice, _ := ParseIdentity("alice")
