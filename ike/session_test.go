@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // sendFrom hands the responder one datagram from an address and returns what it sent, and where.
@@ -96,7 +99,7 @@ func TestRetransmittedRequest(t *testing.T) {
 // goroutine inside receive, which holds the session's lock.
 type rewriteConn struct {
 	*net.UDPConn
-	r       *Responder
+	r       atomic.Pointer[Responder] // set once newResponder returns, before any datagram
 	rewrite func(m *Message) []Payload
 }
 
@@ -113,7 +116,7 @@ func (c *rewriteConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, erro
 	if ps == nil {
 		return c.UDPConn.WriteToUDPAddrPort(b, to)
 	}
-	sa := c.r.table.get(m.SPIr).saFor(m.SPIr)
+	sa := c.r.Load().table.get(m.SPIr).saFor(m.SPIr)
 	msgs, err := sa.protect(m.Exchange, true, m.MessageID, ps)
 	if err != nil {
 		return 0, err
@@ -130,7 +133,7 @@ func listenRewriting(t *testing.T, cfg *Config, rewrite func(m *Message) []Paylo
 	}
 	rc := &rewriteConn{UDPConn: pc, rewrite: rewrite}
 	r := newResponder(cfg, []*conn{{pc: rc, local: pc.LocalAddr().(*net.UDPAddr).AddrPort()}})
-	rc.r = r
+	rc.r.Store(r)
 	t.Cleanup(func() { r.Close() })
 	return r
 }
@@ -167,5 +170,113 @@ func TestRekeyIKEInvalidKE(t *testing.T) {
 				t.Errorf("the IKE SA's group is %d", g)
 			}
 		})
+	}
+}
+
+// crossingConn is a responder socket that makes two IKE SA rekeys cross (RFC 7296 §2.8.2): it
+// holds the responder's first CREATE_CHILD_SA request, and sends it just before the responder's
+// answer to the initiator's CREATE_CHILD_SA request, so each side gets the other's request
+// while its own is out.
+type crossingConn struct {
+	*net.UDPConn
+	mu      sync.Mutex
+	held    []byte
+	heldTo  netip.AddrPort
+	holding bool
+}
+
+func (c *crossingConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	h, err := ParseHeader(b[nonESPMarkerLen(b):])
+	if err != nil || h.Exchange != ExchangeCreateChildSA {
+		return c.UDPConn.WriteToUDPAddrPort(b, to)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !h.IsResponse() && c.holding {
+		if c.held == nil {
+			c.held, c.heldTo = append([]byte(nil), b...), to
+		}
+		return len(b), nil
+	}
+	if h.IsResponse() && c.held != nil {
+		c.UDPConn.WriteToUDPAddrPort(c.held, c.heldTo)
+		c.held, c.holding = nil, false
+	}
+	return c.UDPConn.WriteToUDPAddrPort(b, to)
+}
+
+func (c *crossingConn) isHolding() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held != nil
+}
+
+func nonESPMarkerLen(b []byte) int {
+	if len(b) >= 4 && b[0]|b[1]|b[2]|b[3] == 0 {
+		return 4
+	}
+	return 0
+}
+
+// TestSimultaneousIKERekey: both ends rekey the IKE SA at once. The new IKE SA with the lowest
+// of the four nonces is deleted by the end that made it, the other survives on both ends, the
+// old one is deleted once, and the IKE SA works both ways afterwards.
+func TestSimultaneousIKERekey(t *testing.T) {
+	won := map[bool]int{}                                // by whether the initiator's rekey won
+	for i := 0; i < 30 && (i < 4 || len(won) < 2); i++ { // the nonces decide: both outcomes come up
+		init, resp := certPair(t, elliptic.P256(), elliptic.P256())
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := &crossingConn{UDPConn: pc}
+		r := newResponder(resp, []*conn{{pc: cc, local: pc.LocalAddr().(*net.UDPAddr).AddrPort()}})
+		s := dial(t, init, r)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rs, err := r.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.mu.Lock()
+		cc.holding = true
+		cc.mu.Unlock()
+		errs := make(chan error, 2)
+		go func() { errs <- rs.RekeyIKE(ctx) }()
+		for !cc.isHolding() {
+			time.Sleep(time.Millisecond)
+		}
+		go func() { errs <- s.RekeyIKE(ctx) }()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Errorf("rekey: %v", err)
+			}
+		}
+		i1, r1 := s.SPIs()
+		i2, r2 := rs.SPIs()
+		if i1 != i2 || r1 != r2 {
+			t.Errorf("the ends disagree on the IKE SA: %016x_%016x and %016x_%016x", i1, r1, i2, r2)
+		}
+		if err := s.Ping(ctx); err != nil {
+			t.Errorf("initiator's ping: %v", err)
+		}
+		if err := rs.Ping(ctx); err != nil {
+			t.Errorf("responder's ping: %v", err)
+		}
+		s.mu.Lock()
+		won[s.sa.initiator]++
+		s.mu.Unlock()
+		for _, x := range []*Session{s, rs} {
+			x.mu.Lock()
+			if n, m := len(x.old), x.table.len(); n != 0 || m != 1 {
+				t.Errorf("%d old IKE SAs and %d SPIs left", n, m)
+			}
+			x.mu.Unlock()
+		}
+		cancel()
+		s.Close(context.Background())
+		r.Close()
+	}
+	if len(won) < 2 {
+		t.Errorf("one side won every time: %v", won)
 	}
 }
