@@ -288,10 +288,48 @@ func verifyChain(ders [][]byte, roots *x509.CertPool, id Identity, now time.Time
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("%w: certificate of %q: %v", ErrAuthentication, leaf.Subject, err)
 	}
+	if err := checkIKEUsage(leaf); err != nil {
+		return nil, fmt.Errorf("%w: certificate of %q: %v", ErrAuthentication, leaf.Subject, err)
+	}
 	if !certMatches(leaf, id) {
 		return nil, fmt.Errorf("%w: certificate of %q does not vouch for identity %v", ErrAuthentication, leaf.Subject, id)
 	}
 	return leaf, nil
+}
+
+var (
+	oidExtKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}
+	oidExtExtendedKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 37}
+	// id-kp-ipsecIKE, RFC 4945 §5.1.3.12; crypto/x509 does not name it.
+	oidKPIPsecIKE = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 17}
+)
+
+// checkIKEUsage checks that a peer's certificate is meant for signing IKE AUTH payloads: a key
+// usage extension, when there is one, has digitalSignature (RFC 4945 §5.1.3.2 also allows
+// nonRepudiation alone; a certificate only for that is a document signing one, and is refused
+// here); an extended key usage extension, when there is one, has anyExtendedKeyUsage,
+// id-kp-ipsecIKE (RFC 4945 §5.1.3.12), or serverAuth or clientAuth, which gateways and
+// FortiClient or Windows certificates carry. A code-signing or e-mail certificate is refused.
+func checkIKEUsage(c *x509.Certificate) error {
+	hasExt := func(oid asn1.ObjectIdentifier) bool {
+		return slices.ContainsFunc(c.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(oid) })
+	}
+	if hasExt(oidExtKeyUsage) && c.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return errors.New("its key usage lacks digitalSignature")
+	}
+	if !hasExt(oidExtExtendedKeyUsage) {
+		return nil
+	}
+	for _, u := range c.ExtKeyUsage {
+		switch u {
+		case x509.ExtKeyUsageAny, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth:
+			return nil
+		}
+	}
+	if slices.ContainsFunc(c.UnknownExtKeyUsage, oidKPIPsecIKE.Equal) {
+		return nil
+	}
+	return errors.New("its extended key usage has none of any, ipsecIKE, serverAuth and clientAuth")
 }
 
 // certReqData is a CERTREQ's list of SHA-1 hashes of the CAs' SubjectPublicKeyInfo.

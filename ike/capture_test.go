@@ -15,17 +15,23 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the tokenlab-* captures in testdata/fuzz/captures")
 
+// captures are the messages the recorders of one test collected; the recorders of both
+// sides write to it from their sockets' goroutines.
+type captures struct {
+	mu  sync.Mutex
+	got map[string][]byte
+}
+
 // recorder collects what Config.Record is given, named by side, exchange and direction.
 type recorder struct {
-	mu   sync.Mutex
+	all  *captures
 	side string
 	n    int
-	got  map[string][]byte
 }
 
 func (r *recorder) record(b []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.all.mu.Lock()
+	defer r.all.mu.Unlock()
 	h, err := ParseHeader(b)
 	if err != nil {
 		return
@@ -35,7 +41,7 @@ func (r *recorder) record(b []byte) {
 		kind = "resp"
 	}
 	r.n++
-	r.got[fmt.Sprintf("tokenlab-%s-%02d-%s-%s.ike", r.side, r.n, h.Exchange, kind)] = append([]byte(nil), b...)
+	r.all.got[fmt.Sprintf("tokenlab-%s-%02d-%s-%s.ike", r.side, r.n, h.Exchange, kind)] = append([]byte(nil), b...)
 }
 
 // TestCaptures runs in-process IKE SAs through every exchange (certificates with
@@ -44,10 +50,11 @@ func (r *recorder) record(b []byte) {
 // stored capture (charon's included) survives decode→encode→decode. With -update the
 // tokenlab-* captures are rewritten.
 func TestCaptures(t *testing.T) {
-	got := map[string][]byte{}
+	all := &captures{got: map[string][]byte{}}
+	got := all.got // read once every session is closed
 	run := func(name string, init, resp *Config, exercise func(*Session)) {
-		ri := &recorder{side: name + "-i", got: got}
-		rr := &recorder{side: name + "-r", got: got}
+		ri := &recorder{all: all, side: name + "-i"}
+		rr := &recorder{all: all, side: name + "-r"}
 		init.Record, resp.Record = ri.record, rr.record
 		r := listen(t, resp)
 		s := dial(t, init, r)

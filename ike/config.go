@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -41,16 +43,23 @@ type Config struct {
 	Certificates [][]byte
 	// SignatureMode picks RFC 7427 or RFC 4754 encoding for our signature.
 	SignatureMode SignatureMode
-	// PSK authenticates us when there is no Signer, and the peer when it sends a shared-key
-	// AUTH (RFC 7296 §2.15).
+	// PSK is our shared key (RFC 7296 §2.15): it authenticates us when there is no Signer. A
+	// peer's shared-key AUTH is checked with it only when PeerAuth allows AuthClassPSK.
 	PSK []byte
 	// CAs validate the peer's certificate chain.
 	CAs []*x509.Certificate
 
 	// EAP (initiator) authenticates us with EAP-MSCHAPv2 instead of an AUTH payload of ours.
 	EAP *EAPClient
-	// EAPServer (responder) authenticates initiators that send no AUTH payload.
+	// EAPServer (responder) authenticates initiators with EAP-MSCHAPv2 (RFC 7296 §2.16). With
+	// it, and PeerAuth zero, EAP is required: an initiator that sends an AUTH payload of its
+	// own is refused.
 	EAPServer *EAPServer
+	// PeerAuth is how the peer may authenticate, strongSwan's remote auth constraint, apart
+	// from how we do: zero means EAP alone for a responder with an EAPServer (the group PSK
+	// of a dial-up gateway must not let a user skip EAP and the one-time code), else a
+	// certificate under CAs or a shared-key AUTH with PSK.
+	PeerAuth AuthClass
 
 	// Proposals are the IKE SA proposals, offered in order or accepted by our preference;
 	// nil means DefaultProposals.
@@ -100,6 +109,52 @@ type Config struct {
 	Log *slog.Logger
 	// Observer is told of each Event; it must not block.
 	Observer func(Event)
+}
+
+// AuthClass is a set of ways for a peer to authenticate, named after strongSwan's auth classes.
+type AuthClass uint8
+
+// Auth classes.
+const (
+	AuthClassPubkey AuthClass = 1 << iota // a signature with a certificate under CAs
+	AuthClassPSK                          // a shared-key AUTH with PSK
+	AuthClassEAP                          // EAP-MSCHAPv2 with EAPServer (a responder's peer only)
+)
+
+var authClassNames = []struct {
+	c    AuthClass
+	name string
+}{{AuthClassPubkey, "pubkey"}, {AuthClassPSK, "psk"}, {AuthClassEAP, "eap"}}
+
+func (c AuthClass) String() string {
+	var names []string
+	for _, n := range authClassNames {
+		if c&n.c != 0 {
+			names = append(names, n.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
+}
+
+// ParseAuthClass reads a comma-separated list of "pubkey", "psk" and "eap".
+func ParseAuthClass(s string) (AuthClass, error) {
+	var c AuthClass
+	for _, f := range strings.Split(s, ",") {
+		i := slices.IndexFunc(authClassNames, func(n struct {
+			c    AuthClass
+			name string
+		}) bool {
+			return n.name == strings.TrimSpace(f)
+		})
+		if i < 0 {
+			return 0, fmt.Errorf("ike: %q is not pubkey, psk or eap", strings.TrimSpace(f))
+		}
+		c |= authClassNames[i].c
+	}
+	return c, nil
 }
 
 // EventKind is what happened to a session.
@@ -189,6 +244,17 @@ func (c *Config) retransmission() retransmission {
 	return r
 }
 
+// peerAuth is how the peer may authenticate.
+func (c *Config) peerAuth(initiator bool) AuthClass {
+	switch {
+	case c.PeerAuth != 0:
+		return c.PeerAuth
+	case !initiator && c.EAPServer != nil:
+		return AuthClassEAP
+	}
+	return AuthClassPubkey | AuthClassPSK
+}
+
 func (c *Config) emit(e Event) {
 	if c.Observer != nil {
 		c.Observer(e)
@@ -223,6 +289,24 @@ func (c *Config) check(initiator bool) error {
 		return errors.New("ike: the responder needs a signer or a PSK")
 	case c.Signer != nil && len(c.Certificates) == 0:
 		return errors.New("ike: a signer needs its certificate")
+	}
+	if c.EAPServer != nil {
+		if err := c.EAPServer.check(); err != nil {
+			return err
+		}
+	}
+	peer := c.peerAuth(initiator)
+	switch {
+	case peer&^(AuthClassPubkey|AuthClassPSK|AuthClassEAP) != 0:
+		return fmt.Errorf("ike: peer auth %#x is not a set of auth classes", uint8(c.PeerAuth))
+	case initiator && peer&AuthClassEAP != 0:
+		return errors.New("ike: the responder cannot authenticate with EAP: peer auth eap is for responders")
+	case !initiator && peer&AuthClassEAP != 0 && c.EAPServer == nil:
+		return errors.New("ike: peer auth eap needs an EAP server")
+	case !initiator && peer&AuthClassEAP == 0 && c.EAPServer != nil:
+		return fmt.Errorf("ike: an EAP server, and peer auth %v excludes EAP", peer)
+	case c.PeerAuth&AuthClassPSK != 0 && c.PSK == nil:
+		return errors.New("ike: peer auth psk needs a PSK")
 	}
 	return nil
 }

@@ -113,8 +113,9 @@ type EAPClient struct {
 	Identity string
 	// Password is a fixed password; nil means ask the Prompter.
 	Password []byte
-	// OTP says whether a one-time code is appended to the password; with OTPSeparate (or
-	// whenever the server asks with EAP-GTC) it is asked for on its own.
+	// OTP says whether a one-time code is appended to the password (OTPAppend) or given on its
+	// own when the server asks with EAP-GTC after MS-CHAPv2 (OTPSeparate); in the other modes
+	// an EAP-GTC request ends the negotiation.
 	OTP OTPMode
 	// Code is a fixed one-time code (tests); nil means ask the Prompter.
 	Code []byte
@@ -155,6 +156,14 @@ func (p *eapPeer) respond(ctx context.Context, req eapPacket) (eapPacket, error)
 		resp.Data = []byte(p.cfg.Identity)
 		return resp, nil
 	case eapTypeGTC:
+		// The code goes only to a gateway that proved it knows the password, and only when
+		// we expect to give it on its own.
+		switch {
+		case p.cfg.OTP != OTPSeparate:
+			return resp, fmt.Errorf("%w: the EAP server asks for a one-time code in a separate round (EAP-GTC), and %q gives none that way", ErrAuthentication, p.cfg.Identity)
+		case !p.serverOK:
+			return resp, fmt.Errorf("%w: the EAP server asks for the one-time code before MS-CHAPv2 succeeded", ErrAuthentication)
+		}
 		code, err := p.cfg.ask(ctx, "one-time code", p.cfg.Code)
 		if err != nil {
 			return resp, err
@@ -242,6 +251,19 @@ type EAPServer struct {
 
 	mu   sync.Mutex
 	used map[string]int64 // last accepted time step per user
+}
+
+// check reports users whose one-time codes cannot work.
+func (s *EAPServer) check() error {
+	for name, u := range s.Users {
+		if u.TOTP == nil {
+			continue
+		}
+		if err := u.TOTP.check(); err != nil {
+			return fmt.Errorf("ike: EAP user %q: %w", name, err)
+		}
+	}
+	return nil
 }
 
 func (s *EAPServer) now() time.Time {

@@ -132,6 +132,7 @@ func FuzzParseEAP(f *testing.F) {
 type memConn struct {
 	mu     sync.Mutex
 	out    [][]byte
+	to     []netip.AddrPort // where each of out went
 	closed chan struct{}
 	once   sync.Once
 }
@@ -143,10 +144,11 @@ func (c *memConn) ReadFromUDPAddrPort([]byte) (int, netip.AddrPort, error) {
 	return 0, netip.AddrPort{}, net.ErrClosed
 }
 
-func (c *memConn) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) {
+func (c *memConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.out = append(c.out, append([]byte(nil), b...))
+	c.to = append(c.to, to)
 	return len(b), nil
 }
 
@@ -157,11 +159,17 @@ func (c *memConn) Close() error {
 
 // take returns the datagrams written since the last call.
 func (c *memConn) take() [][]byte {
+	out, _ := c.takeTo()
+	return out
+}
+
+// takeTo returns the datagrams written since the last call and where each went.
+func (c *memConn) takeTo() ([][]byte, []netip.AddrPort) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := c.out
-	c.out = nil
-	return out
+	out, to := c.out, c.to
+	c.out, c.to = nil, nil
+	return out, to
 }
 
 // Operations of a FuzzResponder input: one byte of operation, two of length, then that many

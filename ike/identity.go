@@ -2,6 +2,7 @@ package ike
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -10,6 +11,11 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Identity is the content of an ID payload. RFC 7296 §3.5.
@@ -23,8 +29,9 @@ func (id Identity) body() []byte {
 	return append([]byte{byte(id.Type), 0, 0, 0}, id.Data...)
 }
 
-// Equal reports whether two identities are the same; distinguished names compare by their
-// attributes, so that a PrintableString and a UTF8String of the same text match.
+// Equal reports whether two identities are the same; distinguished names compare RDN by RDN
+// and attribute by attribute, so that a PrintableString and a UTF8String of the same text
+// match.
 func (id Identity) Equal(o Identity) bool {
 	if id.Type != o.Type {
 		return false
@@ -124,9 +131,12 @@ func parseDN(s string) ([]byte, error) {
 	return asn1.Marshal(rdn)
 }
 
+// dnString renders a name as RFC 4514 does, in the order of the DER: attributes of one RDN
+// joined by "+", special characters escaped. It is for people; names compare with dnEqual.
 func dnString(rdn pkix.RDNSequence) string {
 	var parts []string
 	for _, set := range rdn {
+		var attrs []string
 		for _, a := range set {
 			name := a.Type.String()
 			for _, d := range dnAttrs {
@@ -134,22 +144,114 @@ func dnString(rdn pkix.RDNSequence) string {
 					name = d.name
 				}
 			}
-			parts = append(parts, fmt.Sprintf("%s=%v", name, a.Value))
+			attrs = append(attrs, name+"="+escapeDNValue(fmt.Sprint(a.Value)))
 		}
+		parts = append(parts, strings.Join(attrs, "+"))
 	}
 	return strings.Join(parts, ", ")
 }
 
-// dnEqual compares two DER names attribute by attribute, ignoring the string types.
+// escapeDNValue escapes what RFC 4514 §2.4 says must be.
+func escapeDNValue(v string) string {
+	var b strings.Builder
+	for i, r := range v {
+		switch {
+		case strings.ContainsRune(`,+"\<>;`, r),
+			i == 0 && (r == ' ' || r == '#'),
+			i == len(v)-1 && r == ' ':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// dnAttr is one attribute of a distinguished name: its type, and its value as text when it is
+// one of the directory string types (so that a PrintableString and a UTF8String of the same
+// text are equal), else as DER.
+type dnAttr struct {
+	oid, value string
+}
+
+// parseRDNs decodes a DER Name into its RDNs, each the sorted set of its attributes.
+func parseRDNs(der []byte) ([][]dnAttr, bool) {
+	in := cryptobyte.String(der)
+	var seq cryptobyte.String
+	if !in.ReadASN1(&seq, cbasn1.SEQUENCE) || !in.Empty() {
+		return nil, false
+	}
+	var out [][]dnAttr
+	for !seq.Empty() {
+		var set cryptobyte.String
+		if !seq.ReadASN1(&set, cbasn1.SET) || set.Empty() {
+			return nil, false
+		}
+		var rdn []dnAttr
+		for !set.Empty() {
+			var atv, elem cryptobyte.String
+			var oid asn1.ObjectIdentifier
+			var tag cbasn1.Tag
+			if !set.ReadASN1(&atv, cbasn1.SEQUENCE) || !atv.ReadASN1ObjectIdentifier(&oid) ||
+				!atv.ReadAnyASN1Element(&elem, &tag) || !atv.Empty() {
+				return nil, false
+			}
+			v, ok := dnValue(elem, tag)
+			if !ok {
+				return nil, false
+			}
+			rdn = append(rdn, dnAttr{oid.String(), v})
+		}
+		slices.SortFunc(rdn, func(a, b dnAttr) int {
+			return cmp.Or(strings.Compare(a.oid, b.oid), strings.Compare(a.value, b.value))
+		})
+		out = append(out, rdn)
+	}
+	return out, true
+}
+
+// dnValue is an attribute value as dnAttr keeps it: "s:" and the text of a string type, or
+// "x:" and the DER of anything else.
+func dnValue(elem cryptobyte.String, tag cbasn1.Tag) (string, bool) {
+	var content cryptobyte.String
+	if e := elem; !e.ReadAnyASN1(&content, &tag) {
+		return "", false
+	}
+	switch tag {
+	case cbasn1.UTF8String, cbasn1.PrintableString, cbasn1.IA5String, cbasn1.T61String, 18 /* NumericString */ :
+		if !utf8.Valid(content) {
+			return "", false
+		}
+		return "s:" + string(content), true
+	case 30: // BMPString: UTF-16BE
+		if len(content)%2 != 0 {
+			return "", false
+		}
+		u := make([]uint16, len(content)/2)
+		for i := range u {
+			u[i] = uint16(content[2*i])<<8 | uint16(content[2*i+1])
+		}
+		return "s:" + string(utf16.Decode(u)), true
+	}
+	return "x:" + string(elem), true
+}
+
+// dnEqual compares two DER names structurally: the same number of RDNs, each with the same set
+// of attributes, string values compared as text whatever their string type.
 func dnEqual(a, b []byte) bool {
-	var ra, rb pkix.RDNSequence
-	if rest, err := asn1.Unmarshal(a, &ra); err != nil || len(rest) != 0 {
+	ra, ok := parseRDNs(a)
+	if !ok {
 		return false
 	}
-	if rest, err := asn1.Unmarshal(b, &rb); err != nil || len(rest) != 0 {
+	rb, ok := parseRDNs(b)
+	if !ok || len(ra) != len(rb) {
 		return false
 	}
-	return dnString(ra) == dnString(rb)
+	for i := range ra {
+		if !slices.Equal(ra[i], rb[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // certMatches reports whether a certificate vouches for an identity: the subject for a DN, a

@@ -281,7 +281,7 @@ func (hs *initiatorHandshake) auth(ctx context.Context) error {
 		return fmt.Errorf("%w: the responder is %v, not %v", ErrAuthentication, idr.ID, *cfg.RemoteID)
 	}
 	octets := signedOctets(sa.prf, hs.initResp, sa.ni, sa.keys.pr, idr.ID)
-	peerCert, method, err := checkPeerAuth(cfg, sa.prf, getAuth(m), certs(m), idr.ID, octets)
+	peerCert, method, err := checkPeerAuth(cfg, cfg.peerAuth(true), sa.prf, getAuth(m), certs(m), idr.ID, octets)
 	if err != nil {
 		return err
 	}
@@ -319,6 +319,11 @@ func (hs *initiatorHandshake) eap(ctx context.Context, m *Message, idi, idr Iden
 			return nil, err
 		}
 		if pkt.Code == eapSuccess {
+			// RFC 2759 is mutual: a gateway that has not proved it knows the password (its
+			// authenticator response) does not get to say success, and there is no MSK.
+			if !peer.serverOK {
+				return nil, fmt.Errorf("%w: EAP success from the responder before MS-CHAPv2 proved it knows the password", ErrAuthentication)
+			}
 			break
 		}
 		if pkt.Code == eapFailure {
@@ -335,13 +340,14 @@ func (hs *initiatorHandshake) eap(ctx context.Context, m *Message, idi, idr Iden
 			return nil, fmt.Errorf("ike: EAP: %w", err)
 		}
 	}
-	key := peer.msk
-	if key == nil {
-		key = sa.keys.pi
+	// MS-CHAPv2 always makes an MSK; the AUTH payloads after EAP are keyed with it, never with
+	// SK_pi and SK_pr (RFC 7296 §2.16's rule for methods without one).
+	if peer.msk == nil {
+		return nil, fmt.Errorf("%w: EAP ended without an MSK", ErrAuthentication)
 	}
 	hs.state = initEAPAuthSent
 	octets := signedOctets(sa.prf, hs.initReq, sa.nr, sa.keys.pi, idi)
-	m, err := s.roundTrip(ctx, sa, ExchangeIKEAuth, []Payload{&AuthPayload{Method: AuthPSK, Data: sharedKeyAuth(sa.prf, key, octets)}})
+	m, err := s.roundTrip(ctx, sa, ExchangeIKEAuth, []Payload{&AuthPayload{Method: AuthPSK, Data: sharedKeyAuth(sa.prf, peer.msk, octets)}})
 	if err != nil {
 		return nil, fmt.Errorf("ike: IKE_AUTH after EAP: %w", err)
 	}
@@ -355,11 +361,7 @@ func (hs *initiatorHandshake) eap(ctx context.Context, m *Message, idi, idr Iden
 	if a.Method != AuthPSK {
 		return nil, fmt.Errorf("%w: the responder's AUTH after EAP is %v, not keyed with the MSK", ErrAuthentication, a.Method)
 	}
-	rkey := peer.msk
-	if rkey == nil {
-		rkey = sa.keys.pr
-	}
-	if err := checkPSK(sa.prf, rkey, signedOctets(sa.prf, hs.initResp, sa.ni, sa.keys.pr, idr), a.Data); err != nil {
+	if err := checkPSK(sa.prf, peer.msk, signedOctets(sa.prf, hs.initResp, sa.ni, sa.keys.pr, idr), a.Data); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -405,14 +407,21 @@ func ourAuth(cfg *Config, peerHashes []uint16, p prf, octets []byte) (*AuthPaylo
 	return nil, errors.New("ike: nothing to authenticate with (no signer, no PSK)")
 }
 
-// checkPeerAuth verifies the peer's AUTH payload: a shared key, or a signature with a
-// certificate that chains to our CAs and vouches for the peer's identity.
-func checkPeerAuth(cfg *Config, p prf, a *AuthPayload, ders [][]byte, id Identity, octets []byte) (*x509.Certificate, AuthMethod, error) {
+// checkPeerAuth verifies the peer's AUTH payload, made in one of the allowed ways: a shared
+// key, or a signature with a certificate that chains to our CAs and vouches for the peer's
+// identity.
+func checkPeerAuth(cfg *Config, allowed AuthClass, p prf, a *AuthPayload, ders [][]byte, id Identity, octets []byte) (*x509.Certificate, AuthMethod, error) {
 	if a.Method == AuthPSK {
-		if cfg.PSK == nil {
+		switch {
+		case allowed&AuthClassPSK == 0:
+			return nil, 0, fmt.Errorf("%w: the peer authenticates with a shared key, and it must use %v", ErrAuthentication, allowed)
+		case cfg.PSK == nil:
 			return nil, 0, fmt.Errorf("%w: the peer authenticates with a shared key and we have none", ErrAuthentication)
 		}
 		return nil, AuthPSK, checkPSK(p, cfg.PSK, octets, a.Data)
+	}
+	if allowed&AuthClassPubkey == 0 {
+		return nil, 0, fmt.Errorf("%w: the peer authenticates with a %v signature, and it must use %v", ErrAuthentication, a.Method, allowed)
 	}
 	pool := x509.NewCertPool()
 	for _, c := range cfg.CAs {

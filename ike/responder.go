@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -171,9 +172,14 @@ func (r *Responder) saInit(ep *endpoint, raw []byte, m *Message, from netip.Addr
 	if s := r.halfOpen[key]; s != nil {
 		r.mu.Unlock()
 		s.mu.Lock()
-		resp := s.hs.initResp
+		var resp []byte
+		if s.hs != nil && bytes.Equal(s.hs.initReq, raw) {
+			resp = s.hs.initResp
+		}
 		s.mu.Unlock()
-		ep.c.send(from, [][]byte{resp}) // a retransmission: the same answer
+		if resp != nil {
+			ep.c.send(from, [][]byte{resp}) // a retransmission: the same answer
+		}
 		return
 	}
 	n := len(r.halfOpen)
@@ -360,9 +366,14 @@ func (hs *responderHandshake) handle(s *Session, sa *ikeSA, m *Message) ([]Paylo
 		if err != nil {
 			return failWith(NotifyAuthenticationFailed, err)
 		}
+		// The identity is checked before EAP too: there it is all RemoteID can constrain.
+		if cfg.RemoteID != nil && !cfg.RemoteID.Equal(hs.idi) {
+			return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: the initiator is %v, not %v", ErrAuthentication, hs.idi, *cfg.RemoteID))
+		}
 		a := getAuth(m)
+		allowed := cfg.peerAuth(false)
 		if a == nil {
-			if cfg.EAPServer == nil {
+			if allowed&AuthClassEAP == 0 {
 				return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: the initiator sent no AUTH and we do no EAP", ErrAuthentication))
 			}
 			var req eapPacket
@@ -371,12 +382,9 @@ func (hs *responderHandshake) handle(s *Session, sa *ikeSA, m *Message) ([]Paylo
 			return append(our, &EAPPayload{Data: req.marshal()}), nil
 		}
 		octets := signedOctets(sa.prf, hs.initReq, sa.nr, sa.keys.pi, hs.idi)
-		cert, method, err := checkPeerAuth(cfg, sa.prf, a, certs(m), hs.idi, octets)
+		cert, method, err := checkPeerAuth(cfg, allowed, sa.prf, a, certs(m), hs.idi, octets)
 		if err != nil {
 			return failWith(NotifyAuthenticationFailed, err)
-		}
-		if cfg.RemoteID != nil && !cfg.RemoteID.Equal(hs.idi) {
-			return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: the initiator is %v, not %v", ErrAuthentication, hs.idi, *cfg.RemoteID))
 		}
 		s.peerCert, s.authMethod = cert, method
 		return hs.establish(s, sa, our)
@@ -407,21 +415,16 @@ func (hs *responderHandshake) handle(s *Session, sa *ikeSA, m *Message) ([]Paylo
 		if a == nil || a.Method != AuthPSK {
 			return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: no MSK-keyed AUTH after EAP", ErrAuthentication))
 		}
-		key := hs.eap.msk
-		if key == nil {
-			key = sa.keys.pi
+		if hs.eap.msk == nil {
+			return failWith(NotifyAuthenticationFailed, fmt.Errorf("%w: EAP ended without an MSK", ErrAuthentication))
 		}
 		octets := signedOctets(sa.prf, hs.initReq, sa.nr, sa.keys.pi, hs.idi)
-		if err := checkPSK(sa.prf, key, octets, a.Data); err != nil {
+		if err := checkPSK(sa.prf, hs.eap.msk, octets, a.Data); err != nil {
 			return failWith(NotifyAuthenticationFailed, err)
-		}
-		rkey := hs.eap.msk
-		if rkey == nil {
-			rkey = sa.keys.pr
 		}
 		ours := signedOctets(sa.prf, hs.initResp, sa.ni, sa.keys.pr, hs.idr)
 		s.eapIdentity, s.authMethod = hs.eap.identity, AuthPSK
-		return hs.establish(s, sa, []Payload{&AuthPayload{Method: AuthPSK, Data: sharedKeyAuth(sa.prf, rkey, ours)}})
+		return hs.establish(s, sa, []Payload{&AuthPayload{Method: AuthPSK, Data: sharedKeyAuth(sa.prf, hs.eap.msk, ours)}})
 	}
 	return failWith(NotifyInvalidSyntax, fmt.Errorf("ike: IKE_AUTH in state %v", hs.state))
 }

@@ -1,8 +1,10 @@
 package ike
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -162,7 +164,8 @@ type Session struct {
 	ep          *endpoint // the socket we answer on
 	peer        netip.AddrPort
 	sa          *ikeSA
-	old         []*ikeSA // replaced by a rekey, waiting for their deletion
+	old         []*ikeSA  // replaced by a rekey, waiting for their deletion
+	rekey       *ikeRekey // our IKE SA rekey, while it is under way
 	state       State
 	hs          *responderHandshake // responder, until established
 	children    []*ChildSA
@@ -180,6 +183,27 @@ type Session struct {
 	closeErr    error
 	done        chan struct{}
 	finished    bool
+}
+
+// ikeRekey is our IKE SA rekey under way, which a rekey of the peer's may cross
+// (RFC 7296 §2.8.2).
+type ikeRekey struct {
+	old        *ikeSA // the IKE SA being replaced
+	crossed    *ikeSA // the peer's new IKE SA from its rekey of old, kept among s.old meanwhile
+	oldDeleted bool   // the peer deleted old: its rekey won
+}
+
+// adoptCrossed makes the peer's new IKE SA of a crossed rekey the current one, if old still
+// is; callers hold mu.
+func (s *Session) adoptCrossed(r *ikeRekey) {
+	if r.crossed == nil || s.sa != r.old {
+		return
+	}
+	s.old = slices.DeleteFunc(s.old, func(o *ikeSA) bool { return o == r.crossed })
+	s.old = append(s.old, r.old)
+	s.sa = r.crossed
+	s.log.Info("IKE SA rekeyed by the peer", "old", r.old, "new", r.crossed, "crossed", true)
+	s.cfg.emit(Event{Kind: EventIKERekeyed, Session: s})
 }
 
 // pending is our outstanding request.
@@ -357,8 +381,18 @@ func (s *Session) receive(ep *endpoint, raw []byte, m *Message, enc *encrypted, 
 		if enc != nil && enc.fragment && enc.number != 1 {
 			return
 		}
+		// Only the very request we answered gets the answer again, and only at the peer's
+		// address: anything else with its message ID, or from elsewhere, would turn us into a
+		// reflector (strongSwan compares a hash of the request too).
+		if !sa.win.isRetransmit(raw) {
+			s.log.Debug("dropping a request with the last message ID that is not the last request", "exchange", m.Exchange, "id", m.MessageID, "from", from)
+			return
+		}
+		if from != s.peer {
+			s.log.Debug("retransmitted request from another address; answering the peer", "from", from, "peer", s.peer)
+		}
 		s.log.Debug("retransmitting response", "exchange", m.Exchange, "id", m.MessageID)
-		ep.c.send(from, sa.win.lastResp)
+		s.ep.c.send(s.peer, sa.win.lastResp)
 		return
 	case requestOutOfWindow:
 		s.log.Debug("dropping request outside the window", "exchange", m.Exchange, "id", m.MessageID, "want", sa.win.nextIn)
@@ -368,18 +402,25 @@ func (s *Session) receive(ep *endpoint, raw []byte, m *Message, enc *encrypted, 
 		// Every request after IKE_SA_INIT is protected; an unprotected one is not from the peer.
 		return
 	}
+	req := sha256.Sum256(raw)
 	done, err := sa.open(raw, m, enc)
+	if enc.fragment {
+		if enc.number == 1 && err == nil {
+			sa.win.firstFragment = req
+		}
+		req = sa.win.firstFragment
+	}
 	if err != nil {
 		var syn *SyntaxError
 		var crit *criticalPayloadError
 		switch {
 		case errors.As(err, &crit):
-			s.respond(ep, sa, m, from, []Payload{&NotifyPayload{Notify: NotifyUnsupportedCriticalPayload, Data: []byte{byte(crit.typ)}}})
+			s.respond(ep, sa, m, req, from, []Payload{&NotifyPayload{Notify: NotifyUnsupportedCriticalPayload, Data: []byte{byte(crit.typ)}}})
 		case errors.As(err, &syn):
 			// Authenticated but malformed: INVALID_SYNTAX (RFC 7296 §2.21.1), and a handshake
 			// cannot go on.
 			s.log.Info("invalid syntax in an authenticated request", "exchange", m.Exchange, "err", err)
-			s.respond(ep, sa, m, from, []Payload{&NotifyPayload{Notify: NotifyInvalidSyntax}})
+			s.respond(ep, sa, m, req, from, []Payload{&NotifyPayload{Notify: NotifyInvalidSyntax}})
 			if s.state != StateEstablished {
 				s.terminate(fmt.Errorf("ike: %w", err))
 			}
@@ -411,20 +452,21 @@ func (s *Session) receive(ep *endpoint, raw []byte, m *Message, enc *encrypted, 
 	default:
 		resp = []Payload{&NotifyPayload{Notify: NotifyInvalidSyntax}}
 	}
-	s.respond(ep, sa, m, from, resp)
+	s.respond(ep, sa, m, req, from, resp)
 	if after != nil {
 		after()
 	}
 }
 
-// respond protects and sends our answer to request m, keeping it for retransmissions.
-func (s *Session) respond(ep *endpoint, sa *ikeSA, m *Message, from netip.AddrPort, resp []Payload) {
+// respond protects and sends our answer to request m, whose hash is req, keeping it for
+// retransmissions.
+func (s *Session) respond(ep *endpoint, sa *ikeSA, m *Message, req [sha256.Size]byte, from netip.AddrPort, resp []Payload) {
 	msgs, err := sa.protect(m.Exchange, true, m.MessageID, resp)
 	if err != nil {
 		s.log.Error("encoding response", "exchange", m.Exchange, "err", err)
 		return
 	}
-	sa.win.answer(msgs)
+	sa.win.answer(msgs, req)
 	if err := ep.c.send(from, msgs); err != nil {
 		s.log.Debug("sending response", "err", err)
 	}
@@ -634,7 +676,14 @@ func (s *Session) informational(sa *ikeSA, m *Message) ([]Payload, func()) {
 		}
 		switch d.Protocol {
 		case ProtocolIKE:
-			if sa == s.sa {
+			if r := s.rekey; r != nil && sa == r.old && r.crossed != nil && sa == s.sa {
+				// The peer's rekey crossed ours and won: its new IKE SA goes on. Old stays
+				// until our request on it is answered.
+				after = func() {
+					s.adoptCrossed(r)
+					r.oldDeleted = true
+				}
+			} else if sa == s.sa {
 				after = func() { s.terminate(nil) }
 			} else {
 				// The old IKE SA of a rekey: gone, the session goes on with the new one.
@@ -799,9 +848,17 @@ func (s *Session) rekeyIKEResponder(sa *ikeSA, m *Message, sap *SAPayload) []Pay
 		return []Payload{&NotifyPayload{Notify: NotifyNoProposalChosen}}
 	}
 	chosen.SPI = spiBytes(n.spiR)
+	s.table.put(n.spiR, s)
+	if r := s.rekey; r != nil && r.old == sa && r.crossed == nil {
+		// Our rekey of the same IKE SA is out: which new one stands is settled when its
+		// answer comes (RFC 7296 §2.8.2).
+		r.crossed = n
+		s.old = append(s.old, n)
+		s.log.Info("IKE SA rekey crossed ours", "old", sa, "new", n)
+		return []Payload{&SAPayload{Proposals: []SAProposal{chosen}}, &NoncePayload{Data: nr}, &KEPayload{Group: suite.Group, Data: k.public()}}
+	}
 	s.old = append(s.old, s.sa)
 	s.sa = n
-	s.table.put(n.spiR, s)
 	s.log.Info("IKE SA rekeyed by the peer", "old", sa, "new", n)
 	s.cfg.emit(Event{Kind: EventIKERekeyed, Session: s})
 	return []Payload{&SAPayload{Proposals: []SAProposal{chosen}}, &NoncePayload{Data: nr}, &KEPayload{Group: suite.Group, Data: k.public()}}
@@ -837,9 +894,25 @@ func (s *Session) RekeyIKE(ctx context.Context) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
+	if s.rekey != nil {
+		s.mu.Unlock()
+		return errors.New("ike: an IKE SA rekey is under way")
+	}
 	old := s.sa
 	group := old.suite.Group
+	s.rekey = &ikeRekey{old: old}
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		r := s.rekey
+		s.rekey = nil
+		// Ours failed and the peer's crossed it: the peer's stands.
+		s.adoptCrossed(r)
+		if r.oldDeleted {
+			s.dropOld(r.old)
+		}
+	}()
 	for attempt := 0; attempt < 2; attempt++ {
 		k, err := generateDH(group)
 		if err != nil {
@@ -860,7 +933,11 @@ func (s *Session) RekeyIKE(ctx context.Context) error {
 			return fmt.Errorf("ike: IKE SA rekey: %w", err)
 		}
 		if n := m.Notify(NotifyInvalidKEPayload); n != nil && len(n.Data) == 2 && attempt == 0 {
-			group = binary.BigEndian.Uint16(n.Data)
+			g := binary.BigEndian.Uint16(n.Data)
+			if g == group || !slices.ContainsFunc(s.cfg.proposals(), func(p Proposal) bool { return slices.Contains(p.Groups, g) }) {
+				return fmt.Errorf("ike: IKE SA rekey: the peer wants DH group %d, which we did not offer", g)
+			}
+			group = g
 			continue
 		}
 		if n := m.ErrorNotify(); n != nil {
@@ -871,7 +948,7 @@ func (s *Session) RekeyIKE(ctx context.Context) error {
 			return fmt.Errorf("ike: IKE SA rekey: %w", syntaxErr("answer lacks SA, Nr or KE"))
 		}
 		suite, err := suiteOf(sap.Proposals[0])
-		if err != nil || suite.Group != group || ke.Group != group {
+		if _, _, ok := choose(s.cfg.proposals(), sap.Proposals, ProtocolIKE); err != nil || !ok || suite.Group != group || ke.Group != group {
 			return fmt.Errorf("ike: IKE SA rekey: the peer chose %v, not one of ours", suite)
 		}
 		gir, err := k.shared(ke.Data)
@@ -889,9 +966,31 @@ func (s *Session) RekeyIKE(ctx context.Context) error {
 		}
 		s.mu.Lock()
 		s.table.put(spi, s)
-		s.old = append(s.old, old)
-		s.sa = n
+		r := s.rekey
+		// A rekey of the peer's crossed ours (RFC 7296 §2.8.2): the new IKE SA with the lowest
+		// of the four nonces goes, deleted by the end that made it; the end that made the
+		// other deletes the old one. A peer that already deleted the old one has won.
+		lost := r.crossed != nil && (s.sa != old || hasLowestNonce(n, r.crossed))
+		if lost {
+			s.old = append(s.old, n)
+			s.adoptCrossed(r)
+		} else {
+			s.old = append(s.old, old)
+			s.sa = n
+			r.crossed = nil // if there was one, it stays among the old ones until the peer deletes it
+		}
 		s.mu.Unlock()
+		if lost {
+			s.log.Info("simultaneous IKE SA rekey lost", "old", old, "ours", n)
+			_, derr := s.roundTrip(ctx, n, ExchangeInformational, []Payload{&DeletePayload{Protocol: ProtocolIKE}})
+			s.mu.Lock()
+			s.dropOld(n)
+			s.mu.Unlock()
+			if derr != nil {
+				return fmt.Errorf("ike: deleting the redundant IKE SA of a simultaneous rekey: %w", derr)
+			}
+			return nil
+		}
 		s.log.Info("IKE SA rekeyed", "old", old, "new", n)
 		s.cfg.emit(Event{Kind: EventIKERekeyed, Session: s})
 		// Delete the old IKE SA on itself.
@@ -905,6 +1004,18 @@ func (s *Session) RekeyIKE(ctx context.Context) error {
 		return nil
 	}
 	return errors.New("ike: IKE SA rekey: the peer asked for a DH group twice")
+}
+
+// hasLowestNonce reports whether a holds the lowest of the four nonces of two IKE SAs that
+// rekeyed the same one at once: a is the redundant one (RFC 7296 §2.8.2).
+func hasLowestNonce(a, b *ikeSA) bool {
+	lowest := func(x *ikeSA) []byte {
+		if bytes.Compare(x.ni, x.nr) < 0 {
+			return x.ni
+		}
+		return x.nr
+	}
+	return bytes.Compare(lowest(a), lowest(b)) < 0
 }
 
 func moveFirst(gs []uint16, g uint16) []uint16 {

@@ -15,10 +15,10 @@ type TOTP struct {
 	Secret []byte
 	// Digits of a code; 0 means 6.
 	Digits int
-	// Step is the time step X; 0 means 30 s (FortiToken Mobile uses 60 s).
+	// Step is the time step X, at least 1 s; 0 means 30 s (FortiToken Mobile uses 60 s).
 	Step time.Duration
 	// Window is how many steps before and after the current one are accepted (RFC 6238 §6);
-	// 0 means the current step only.
+	// 0 means the current step only, negative is an error.
 	Window int
 }
 
@@ -41,14 +41,29 @@ func (t TOTP) digits() int {
 }
 
 func (t TOTP) step() time.Duration {
-	if t.Step == 0 {
+	if t.Step <= 0 {
 		return 30 * time.Second
 	}
 	return t.Step
 }
 
-// counter is the time step T of a moment: floor(unix time / X).
-func (t TOTP) counter(now time.Time) int64 { return now.Unix() / int64(t.step()/time.Second) }
+// check reports a generator that cannot work: a step below one second, a negative window, a
+// code of fewer than 6 or more than 8 digits (RFC 4226 §5.3).
+func (t TOTP) check() error {
+	switch {
+	case t.Step != 0 && t.Step < time.Second:
+		return fmt.Errorf("TOTP step %v is below 1s", t.Step)
+	case t.Window < 0:
+		return fmt.Errorf("TOTP window %d is negative", t.Window)
+	case t.Digits != 0 && (t.Digits < 6 || t.Digits > 8):
+		return fmt.Errorf("TOTP codes of %d digits: want 6 to 8", t.Digits)
+	}
+	return nil
+}
+
+// counter is the time step T of a moment: floor(unix time / X). It is computed in nanoseconds,
+// so that a step check refuses never divides by zero here.
+func (t TOTP) counter(now time.Time) int64 { return now.UnixNano() / int64(t.step()) }
 
 // code is HOTP(K, c) with HMAC-SHA-1 and dynamic truncation. RFC 4226 §5.3.
 func (t TOTP) code(c int64) string {

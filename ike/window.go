@@ -1,5 +1,7 @@
 package ike
 
+import "crypto/sha256"
+
 // window tracks the message IDs of one IKE SA, with a window of one in each direction
 // (RFC 7296 §2.3): our next request's ID, the ID we expect of the peer's next request, and our
 // last response, sent again when the peer retransmits the request it answers.
@@ -8,6 +10,11 @@ type window struct {
 	nextIn   uint32
 	lastResp [][]byte
 	answered bool // nextIn-1 was answered and lastResp holds the answer
+	// lastReq is the hash of the request lastResp answers (of its first fragment when it
+	// came in fragments): only that request again gets lastResp again.
+	lastReq [sha256.Size]byte
+	// firstFragment is the hash of the first fragment of the request being reassembled.
+	firstFragment [sha256.Size]byte
 }
 
 // requestKind classifies an incoming request's message ID.
@@ -29,10 +36,17 @@ func (w *window) classify(id uint32) requestKind {
 	return requestOutOfWindow
 }
 
-// answer records our response to the request with ID nextIn and moves the window on.
-func (w *window) answer(resp [][]byte) {
-	w.lastResp, w.answered = resp, true
+// answer records our response to the request with ID nextIn, whose hash is req, and moves the
+// window on.
+func (w *window) answer(resp [][]byte, req [sha256.Size]byte) {
+	w.lastResp, w.lastReq, w.answered = resp, req, true
 	w.nextIn++
+}
+
+// isRetransmit reports whether a datagram is the last request answered, sent again: its hash
+// is that request's (of its first fragment).
+func (w *window) isRetransmit(raw []byte) bool {
+	return w.answered && sha256.Sum256(raw) == w.lastReq
 }
 
 // request takes the ID of our next request.

@@ -47,6 +47,7 @@ func runIKE(args []string, stdout io.Writer) error {
 // ikeFlags are the flags both ends share.
 type ikeFlags struct {
 	id, remoteID, ca, proposals, espProposals, pskFile, signature string
+	peerAuth                                                      string
 	localTS, remoteTS, negotiate                                  string
 	fragmentSize                                                  int
 	printKeys, verbose                                            bool
@@ -58,7 +59,8 @@ func (f *ikeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.ca, "ca", "", "PEM file of the CA certificates that validate the peer's certificate")
 	fs.StringVar(&f.proposals, "proposals", "", "IKE proposals, strongSwan syntax (default: FortiGate's aes128-sha256, aes256-sha256, aes128gcm16-prfsha256, aes256gcm16-prfsha384, chacha20poly1305-prfsha256, each with DH 19, 31, 20, 21, 14)")
 	fs.StringVar(&f.espProposals, "esp-proposals", "", "ESP proposals of the Child SA (default aes128gcm16, aes256gcm16, chacha20poly1305, aes128-sha256, aes256-sha256)")
-	fs.StringVar(&f.pskFile, "psk-file", "", "file holding the pre-shared key (authenticates us without a certificate, and peers that use it)")
+	fs.StringVar(&f.pskFile, "psk-file", "", "file holding the pre-shared key (authenticates us without a certificate, and peers that use it unless --peer-auth says otherwise)")
+	fs.StringVar(&f.peerAuth, "peer-auth", "", "how the peer may authenticate, comma-separated: pubkey, psk, eap (default: eap with --eap-users, so that users cannot skip EAP with the group PSK; else pubkey,psk)")
 	fs.StringVar(&f.signature, "signature", "rfc7427", "how our ECDSA signature is encoded: rfc7427 (digital signature, AUTH method 14) or rfc4754 (methods 9-11)")
 	fs.StringVar(&f.localTS, "local-ts", "", "our traffic selectors, comma-separated prefixes (default: everything)")
 	fs.StringVar(&f.remoteTS, "remote-ts", "", "the peer's traffic selectors, comma-separated prefixes (default: everything)")
@@ -121,6 +123,11 @@ func (f *ikeFlags) config() (*ike.Config, error) {
 		}
 		if cfg.PSK = []byte(strings.TrimRight(string(b), "\r\n")); len(cfg.PSK) == 0 {
 			return nil, fmt.Errorf("--psk-file: %s is empty", f.pskFile)
+		}
+	}
+	if f.peerAuth != "" {
+		if cfg.PeerAuth, err = ike.ParseAuthClass(f.peerAuth); err != nil {
+			return nil, usagef("--peer-auth: %v", err)
 		}
 	}
 	if cfg.SignatureMode, err = ike.ParseSignatureMode(f.signature); err != nil {
@@ -245,9 +252,9 @@ func runIKEListen(args []string, stdout io.Writer) error {
 	certFile := fs.String("cert", "", "PEM file of the gateway's certificate chain, its own first")
 	keyFile := fs.String("key", "", "PEM file of the gateway's private key")
 	eapUsers := fs.String("eap-users", "", "file of EAP-MSCHAPv2 users, one a line: name, password and optionally a base32 TOTP secret")
-	otp := fs.String("otp", "append", "how users with a TOTP secret give their code: append (to the password), separate (an EAP-GTC round) or none")
-	totpStep := fs.Duration("totp-step", 30*time.Second, "TOTP time step (RFC 6238; FortiToken uses 60s)")
-	totpWindow := fs.Int("totp-window", 1, "TOTP steps accepted either side of now")
+	otp := fs.String("otp", "append", "how users with a TOTP secret give their code: append (to the password), separate (an EAP-GTC round after MS-CHAPv2), either, or none")
+	totpStep := fs.Duration("totp-step", 30*time.Second, "TOTP time step, at least 1s (RFC 6238; FortiToken uses 60s)")
+	totpWindow := fs.Int("totp-window", 1, "TOTP steps accepted either side of now (0: the current step only)")
 	pool := fs.String("pool", "", "virtual IPv4 addresses handed out by the configuration payload, e.g. 10.40.40.2-10.40.40.20")
 	dns := fs.String("dns", "", "DNS servers sent with an address, comma-separated")
 	split := fs.String("split", "", "split-include subnets sent with an address, comma-separated (they also bound our traffic selectors)")
@@ -272,6 +279,12 @@ func runIKEListen(args []string, stdout io.Writer) error {
 		mode, err := ike.ParseOTPMode(*otp)
 		if err != nil {
 			return usagef("--otp: %v", err)
+		}
+		if *totpStep < time.Second {
+			return usagef("--totp-step: %v is below 1s", *totpStep)
+		}
+		if *totpWindow < 0 {
+			return usagef("--totp-window: %d is negative", *totpWindow)
 		}
 		users, err := readEAPUsers(*eapUsers, *totpStep, *totpWindow)
 		if err != nil {

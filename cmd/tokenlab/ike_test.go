@@ -210,3 +210,30 @@ func TestIKEConnectListen(t *testing.T) {
 		})
 	}
 }
+
+// TestIKEListenEAPRequired: `tokenlab ike listen --psk-file F --eap-users U` is FortiGate's
+// dial-up: the gateway authenticates with the PSK, the users with EAP. An initiator that has
+// the PSK and sends its own AUTH is refused; a user who does EAP gets in.
+func TestIKEListenEAPRequired(t *testing.T) {
+	dir := t.TempDir()
+	psk, users := filepath.Join(dir, "psk"), filepath.Join(dir, "users")
+	os.WriteFile(psk, []byte("group-psk-every-user-has\n"), 0o600)
+	os.WriteFile(users, []byte("alice alice-password\n"), 0o600)
+	addr, wait := startListen(t, "--psk-file", psk, "--eap-users", users, "--id", "gw.test", "--sessions", "1")
+	connect := func(args ...string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		code := run(append([]string{"ike", "connect", "--remote", addr, "--local", "127.0.0.1:0", "--psk-file", psk,
+			"--remote-id", "gw.test", "--childless", "--negotiate-timeout", "10"}, args...), &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	if code, out := connect("--id", "mallory"); code == 0 || !strings.Contains(out, "AUTHENTICATION_FAILED") {
+		t.Errorf("PSK alone: exit %d, want AUTHENTICATION_FAILED\n%s", code, out)
+	}
+	t.Setenv("TOKENLAB_PIN", "alice-password")
+	if code, out := connect("--eap-user", "alice", "--prompt", "env"); code != 0 || !strings.Contains(out, "connected: gw.test") {
+		t.Errorf("EAP: exit %d\n%s", code, out)
+	}
+	if code, out := wait(); code != 0 || !strings.Contains(out, "established: alice (EAP alice)") {
+		t.Errorf("ike listen: exit %d\n%s", code, out)
+	}
+}
