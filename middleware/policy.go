@@ -143,7 +143,7 @@ var Profiles = []Policy{
 		ReverifyOnReinsert: true,
 	},
 	{
-		Name:           "windows-minidriver",
+		Name:              "windows-minidriver",
 		Reproduces:        "the Windows smart-card base CSP/KSP with PinCacheNormal: PIN cached per process for its lifetime, across disconnects and even removal; the OpenSC minidriver marks 9C PinCacheAlwaysPrompt",
 		Scope:             ScopeApplication,
 		KeepCacheAtLogout: true,
