@@ -41,7 +41,8 @@ type ClientConfig struct {
 	// Timeout bounds connecting, the handshake and authentication; 0 means 30 s.
 	Timeout time.Duration
 	// RekeyThreshold is how many bytes the connection sends or receives before the client
-	// starts a new key exchange; 0 means 1 GiB (x/crypto/ssh's default depends on the cipher).
+	// starts a new key exchange; 0 means the default: 1 GiB on tokenlab's transport (HostCAs),
+	// x/crypto/ssh's own for its cipher otherwise.
 	RekeyThreshold uint64
 	// Now is the clock for certificates; nil is time.Now.
 	Now func() time.Time
