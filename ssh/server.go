@@ -220,7 +220,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	m := connection.New(t)
 	var wg sync.WaitGroup
 	sctx, cancel := context.WithCancel(ctx)
+	accepting := make(chan struct{})
 	go func() {
+		defer close(accepting)
 		for nc := range m.Incoming() {
 			if nc.Type != "session" {
 				nc.Reject(connection.OpenUnknownChannelType, "only session channels")
@@ -239,6 +241,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	}()
 	err = m.Run()
 	cancel()
+	<-accepting // no wg.Add after this: Incoming is closed
 	wg.Wait()
 	return err
 }

@@ -157,7 +157,9 @@ func TestOwnEnds(t *testing.T) {
 
 // TestAgainstXCryptoServer: our client against golang.org/x/crypto/ssh's server: it asks for
 // user authentication, gets in with "none", opens a session and plays ping-pong with the
-// server, which answers each byte with a kilobyte and re-keys every 256 bytes it sends.
+// server, which answers each byte with a kilobyte and re-keys every 256 bytes it sends. The
+// server starts its re-keys from its own goroutine, so the rounds go on until five key
+// exchanges are done rather than for a fixed count.
 func TestAgainstXCryptoServer(t *testing.T) {
 	for _, hk := range []struct {
 		name   string
@@ -182,7 +184,6 @@ func TestAgainstXCryptoServer(t *testing.T) {
 			scfg := &gossh.ServerConfig{NoClientAuth: true}
 			scfg.RekeyThreshold = 256
 			scfg.AddHostKey(host)
-			const rounds = 40
 			go func() {
 				_, chans, reqs, err := gossh.NewServerConn(b, scfg)
 				if err != nil {
@@ -198,14 +199,13 @@ func TestAgainstXCryptoServer(t *testing.T) {
 				}
 				go gossh.DiscardRequests(creqs)
 				var one [1]byte
-				for range rounds {
+				for {
 					if _, err := ch.Read(one[:]); err != nil {
-						t.Error(err)
+						ch.Close()
 						return
 					}
 					ch.Write(bytes.Repeat(one[:], 1024))
 				}
-				ch.Close()
 			}()
 			c, err := Client(a, &Config{HostKeyAlgorithms: []string{hk.algo}, VerifyHostKey: fixedHostKey(host.PublicKey())})
 			if err != nil {
@@ -214,17 +214,17 @@ func TestAgainstXCryptoServer(t *testing.T) {
 			if c.HostKeyAlgorithm() != hk.algo {
 				t.Errorf("host key algorithm %s, want %s", c.HostKeyAlgorithm(), hk.algo)
 			}
-			pingPong(t, c, rounds)
+			pingPong(t, c, func(i int) bool { return c.KeyExchanges() >= 5 || i == 1000 })
 			if c.KeyExchanges() < 5 {
-				t.Errorf("only %d key exchanges; the server should have re-keyed every 256 bytes", c.KeyExchanges())
+				t.Errorf("only %d key exchanges in 1000 rounds; the server should have re-keyed every 256 bytes", c.KeyExchanges())
 			}
 		})
 	}
 }
 
 // pingPong authenticates with "none", opens a session channel and sends one byte per round,
-// expecting a kilobyte of it back each time.
-func pingPong(t *testing.T, c *Conn, rounds int) {
+// expecting a kilobyte of it back each time, until done says so.
+func pingPong(t *testing.T, c *Conn, done func(round int) bool) {
 	t.Helper()
 	must := func(err error) {
 		t.Helper()
@@ -274,7 +274,7 @@ func pingPong(t *testing.T, c *Conn, rounds int) {
 			break
 		}
 	}
-	for i := range rounds {
+	for i := 0; !done(i); i++ {
 		b = cryptobyte.Builder{}
 		b.AddUint8(94)
 		b.AddUint32(peer)
