@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -37,7 +38,11 @@ type Keys struct {
 	// CAs are the trusted roots for RFC 6187 certificates; nil accepts no certificate.
 	CAs *x509.CertPool
 	// Users maps a certificate's name (its UPN, else its CN) to the users it may log in as.
-	// When nil, a certificate may log in as the user it names and no other.
+	// A key "upn:NAME" matches only a certificate whose UPN is NAME, and "cn:NAME" only one
+	// without a UPN whose CN is NAME; an untagged key matches either, so a CA that puts
+	// "alice@example.com" in some certificate's CN gets that certificate the UPN's users.
+	// Tag the entries when the CA is not trusted to keep the two apart. When nil, a
+	// certificate may log in as the user it names and no other.
 	Users map[string][]string
 	// Now is the clock certificates are checked against; nil is time.Now.
 	Now func() time.Time
@@ -74,7 +79,11 @@ func (k *Keys) authorizeCertificate(user string, xk *X509Key) (*Identity, error)
 	}
 	allowed := []string{name}
 	if k.Users != nil {
-		allowed = k.Users[name]
+		tag := "cn:"
+		if UserPrincipalName(cert) != "" {
+			tag = "upn:"
+		}
+		allowed = append(slices.Clip(k.Users[name]), k.Users[tag+name]...)
 	}
 	if !contains(allowed, user) {
 		return nil, fmt.Errorf("%w: certificate of %q may not log in as %q", ErrNotAuthorized, name, user)

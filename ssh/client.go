@@ -40,6 +40,10 @@ type ClientConfig struct {
 	Card Presence
 	// Timeout bounds connecting, the handshake and authentication; 0 means 30 s.
 	Timeout time.Duration
+	// RekeyThreshold is how many bytes the connection sends or receives before the client
+	// starts a new key exchange; 0 means the default: 1 GiB on tokenlab's transport (HostCAs),
+	// x/crypto/ssh's own for its cipher otherwise.
+	RekeyThreshold uint64
 	// Now is the clock for certificates; nil is time.Now.
 	Now func() time.Time
 }
@@ -218,6 +222,7 @@ func dialGo(nc net.Conn, addr, user string, cfg *ClientConfig) (clientConn, goss
 		Auth:              []gossh.AuthMethod{gossh.PublicKeys(cfg.Signer)},
 		HostKeyAlgorithms: cfg.HostKeyAlgorithms,
 		ClientVersion:     transport.DefaultVersion,
+		Config:            gossh.Config{RekeyThreshold: cfg.RekeyThreshold},
 		HostKeyCallback: func(hostname string, remote net.Addr, key gossh.PublicKey) error {
 			hostKey = key
 			return cfg.HostKeyCallback(hostname, remote, key)
@@ -284,6 +289,7 @@ func dialOwn(nc net.Conn, host, user string, cfg *ClientConfig) (clientConn, gos
 		algs = X509Algorithms
 	}
 	t, err := transport.Client(nc, &transport.Config{
+		RekeyThreshold:    cfg.RekeyThreshold,
 		HostKeyAlgorithms: algs,
 		ParseHostKey:      ParsePublicKey,
 		VerifyHostKey: func(k gossh.PublicKey) error {

@@ -36,12 +36,16 @@ func ExecHandler(shell string) Handler {
 		} else {
 			cmd = exec.CommandContext(ctx, shell, "-c", s.Command)
 		}
-		cmd.Env = append(os.Environ(), "TOKENLAB_SSH_USER="+s.Identity.User)
+		// The client's variables (those the server's AcceptEnv let through) come before the
+		// server's own, and exec keeps the last value of a name: a client cannot choose the
+		// user name its command sees.
+		cmd.Env = os.Environ()
 		for k, v := range s.Env {
-			if !strings.ContainsAny(k, "=\x00") {
+			if !strings.ContainsAny(k, "=\x00") && !strings.HasPrefix(k, "TOKENLAB_") {
 				cmd.Env = append(cmd.Env, k+"="+v)
 			}
 		}
+		cmd.Env = append(cmd.Env, "TOKENLAB_SSH_USER="+s.Identity.User)
 		// When the session ends first (the client went, the card was removed, the server
 		// stops), the command's whole process group is hung up, as a terminal's would be:
 		// killing the shell alone leaves its children holding the session's output open.
@@ -50,7 +54,7 @@ func ExecHandler(shell string) Handler {
 		cmd.WaitDelay = hangUpDelay
 		var err error
 		if s.PTY != nil {
-			err = runOnPTY(cmd, s)
+			err = runOnPTY(ctx, cmd, s)
 		} else {
 			// Not cmd.Stdin = s.Stdin: Wait would wait for the client's EOF, which a client
 			// that sends no input (AsyncSSH's run) never sends.
@@ -77,7 +81,7 @@ func ExecHandler(shell string) Handler {
 }
 
 // runOnPTY runs cmd as the session leader of a new pseudo-terminal sized as the client asked.
-func runOnPTY(cmd *exec.Cmd, s *Session) error {
+func runOnPTY(ctx context.Context, cmd *exec.Cmd, s *Session) error {
 	ptmx, tty, err := openPTY()
 	if err != nil {
 		return err
@@ -96,27 +100,32 @@ func runOnPTY(cmd *exec.Cmd, s *Session) error {
 	if err != nil {
 		return err
 	}
+	// The copy ends with EIO when the last process on the terminal exits, or when the session
+	// ends first and the terminal is closed under a process that left the session's group.
+	stop := context.AfterFunc(ctx, func() { ptmx.Close() })
+	defer stop()
 	go io.Copy(ptmx, s.Stdin)
-	io.Copy(s.Stdout, ptmx) // ends with EIO when the last process on the terminal exits
+	io.Copy(s.Stdout, ptmx)
 	return cmd.Wait()
 }
 
-// openPTY opens a new pseudo-terminal pair (Linux: /dev/ptmx, unlock, /dev/pts/N).
+// openPTY opens a new pseudo-terminal pair (Linux: /dev/ptmx, unlock, /dev/pts/N). The master
+// is non-blocking, so that Go's poller runs its reads and closing it ends a blocked read.
 func openPTY() (*os.File, *os.File, error) {
-	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ssh: opening a terminal: %w", err)
 	}
-	fd := int(ptmx.Fd())
 	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		ptmx.Close()
+		unix.Close(fd)
 		return nil, nil, fmt.Errorf("ssh: unlocking the terminal: %w", err)
 	}
 	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
 	if err != nil {
-		ptmx.Close()
+		unix.Close(fd)
 		return nil, nil, fmt.Errorf("ssh: terminal number: %w", err)
 	}
+	ptmx := os.NewFile(uintptr(fd), "/dev/ptmx")
 	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		ptmx.Close()

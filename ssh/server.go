@@ -27,7 +27,19 @@ const (
 	// DefaultAuthTimeout bounds the key exchange and user authentication (OpenSSH's
 	// LoginGraceTime is 120 s).
 	DefaultAuthTimeout = 30 * time.Second
+	// DefaultWriteTimeout bounds each write to an authenticated client: one that reads nothing
+	// for that long, while the server has something to send, is disconnected.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultMaxStartups is how many connections may be in their handshake or authentication
+	// at once, as OpenSSH's MaxStartups; DefaultMaxStartupsPerSource is how many of them may
+	// come from one address (OpenSSH's PerSourceMaxStartups).
+	DefaultMaxStartups          = 32
+	DefaultMaxStartupsPerSource = 8
 )
+
+// DefaultAcceptEnv are the environment variables a client may set, as Debian's sshd_config
+// has AcceptEnv.
+var DefaultAcceptEnv = []string{"LANG", "LC_*"}
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
@@ -44,6 +56,19 @@ type ServerConfig struct {
 	MaxAuthTries int
 	// AuthTimeout bounds the handshake and user authentication; 0 means DefaultAuthTimeout.
 	AuthTimeout time.Duration
+	// WriteTimeout bounds each write to an authenticated client; 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxStartups bounds the connections not yet authenticated, in all and from one address;
+	// a connection beyond either is closed at once. 0 means DefaultMaxStartups and
+	// DefaultMaxStartupsPerSource.
+	MaxStartups, MaxStartupsPerSource int
+	// RekeyThreshold is how many bytes a connection sends or receives before the server starts
+	// a new key exchange; 0 means transport.DefaultRekeyThreshold (1 GiB).
+	RekeyThreshold uint64
+	// AcceptEnv are the names a client's env requests may set, as OpenSSH's AcceptEnv: a name,
+	// or a prefix followed by "*". Nil means DefaultAcceptEnv. Names starting with TOKENLAB_
+	// are refused whatever it says: the server sets those.
+	AcceptEnv []string
 	// Banner is sent before authentication (RFC 4252 §5.4), when set.
 	Banner string
 	// Version is the identification string; empty means transport.DefaultVersion.
@@ -61,7 +86,7 @@ type Session struct {
 	Command string
 	// PTY is the terminal the client asked for, nil without pty-req.
 	PTY *PTY
-	// Env holds the client's env requests.
+	// Env holds the client's env requests that ServerConfig.AcceptEnv accepts.
 	Env    map[string]string
 	Stdin  io.Reader
 	Stdout io.Writer
@@ -81,6 +106,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*serverConn]struct{}
+	// Connections in their handshake or authentication: in all, and per source address.
+	startups         int
+	startupsBySource map[string]int
 }
 
 // NewServer checks cfg and returns a server.
@@ -97,10 +125,22 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.AuthTimeout <= 0 {
 		cfg.AuthTimeout = DefaultAuthTimeout
 	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.MaxStartups <= 0 {
+		cfg.MaxStartups = DefaultMaxStartups
+	}
+	if cfg.MaxStartupsPerSource <= 0 {
+		cfg.MaxStartupsPerSource = DefaultMaxStartupsPerSource
+	}
+	if cfg.AcceptEnv == nil {
+		cfg.AcceptEnv = DefaultAcceptEnv
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, conns: map[*serverConn]struct{}{}}, nil
+	return &Server{cfg: cfg, conns: map[*serverConn]struct{}{}, startupsBySource: map[string]int{}}, nil
 }
 
 // Serve accepts connections on ln until ctx ends or ln fails, and then closes every
@@ -139,10 +179,20 @@ type serverConn struct {
 // the client closed it).
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	defer c.Close()
+	source := sourceOf(c.RemoteAddr())
+	if err := s.startup(source); err != nil {
+		return err
+	}
+	started := true
+	defer func() {
+		if started {
+			s.startupDone(source)
+		}
+	}()
 	c.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	algs := userKeyAlgorithms
 	t, err := transport.Server(c, &transport.Config{HostKeys: s.cfg.HostKeys, Version: s.cfg.Version,
-		ExtInfo: [][2]string{{"server-sig-algs", strings.Join(algs, ",")}}})
+		RekeyThreshold: s.cfg.RekeyThreshold, ExtInfo: [][2]string{{"server-sig-algs", strings.Join(algs, ",")}}})
 	if err != nil {
 		return fmt.Errorf("ssh: handshake: %w", err)
 	}
@@ -152,7 +202,10 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	if err != nil {
 		return err
 	}
+	s.startupDone(source)
+	started = false
 	c.SetDeadline(time.Time{})
+	t.SetWriteTimeout(s.cfg.WriteTimeout)
 	sc := &serverConn{t: t, id: *id}
 	s.mu.Lock()
 	s.conns[sc] = struct{}{}
@@ -167,7 +220,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	m := connection.New(t)
 	var wg sync.WaitGroup
 	sctx, cancel := context.WithCancel(ctx)
+	accepting := make(chan struct{})
 	go func() {
+		defer close(accepting)
 		for nc := range m.Incoming() {
 			if nc.Type != "session" {
 				nc.Reject(connection.OpenUnknownChannelType, "only session channels")
@@ -186,8 +241,48 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	}()
 	err = m.Run()
 	cancel()
+	<-accepting // no wg.Add after this: Incoming is closed
 	wg.Wait()
 	return err
+}
+
+// ErrMaxStartups is why a connection was closed before its handshake: too many others were
+// not yet authenticated (ServerConfig.MaxStartups).
+var ErrMaxStartups = errors.New("ssh: too many unauthenticated connections")
+
+// startup counts a connection from source into its handshake, or refuses it.
+func (s *Server) startup(source string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.startups >= s.cfg.MaxStartups {
+		return fmt.Errorf("%w (%d)", ErrMaxStartups, s.startups)
+	}
+	if s.startupsBySource[source] >= s.cfg.MaxStartupsPerSource {
+		return fmt.Errorf("%w from %s (%d)", ErrMaxStartups, source, s.startupsBySource[source])
+	}
+	s.startups++
+	s.startupsBySource[source]++
+	return nil
+}
+
+func (s *Server) startupDone(source string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.startups--
+	if s.startupsBySource[source]--; s.startupsBySource[source] <= 0 {
+		delete(s.startupsBySource, source)
+	}
+}
+
+// sourceOf is the host part of a peer's address: its IP for TCP.
+func sourceOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
 }
 
 // authenticate runs the user authentication service (RFC 4252) and returns who logged in.
@@ -341,7 +436,8 @@ func (s *Server) session(ctx context.Context, id Identity, ch *connection.Channe
 			r.Reply(true)
 		case r.Type == "env" && !started:
 			var name, value []byte
-			if len(sess.Env) >= 32 || !connection.ReadString(&payload, &name) || !connection.ReadString(&payload, &value) {
+			if len(sess.Env) >= 32 || !connection.ReadString(&payload, &name) || !connection.ReadString(&payload, &value) ||
+				!acceptEnv(s.cfg.AcceptEnv, string(name)) {
 				r.Reply(false)
 				continue
 			}
@@ -373,7 +469,9 @@ func (s *Server) session(ctx context.Context, id Identity, ch *connection.Channe
 }
 
 // CloseConns disconnects every authenticated connection whose identity match accepts, with
-// reason as the message, and returns how many it closed.
+// reason as the message, and returns how many it closed. The connections are disconnected
+// together, and a client that reads nothing delays none of them by more than about half a
+// second.
 func (s *Server) CloseConns(reason string, match func(Identity) bool) int {
 	s.mu.Lock()
 	var victims []*serverConn
@@ -383,9 +481,11 @@ func (s *Server) CloseConns(reason string, match func(Identity) bool) int {
 		}
 	}
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, c := range victims {
-		c.t.Disconnect(transport.DisconnectByApplication, reason)
+		wg.Go(func() { c.t.Disconnect(transport.DisconnectByApplication, reason) })
 	}
+	wg.Wait()
 	return len(victims)
 }
 
@@ -462,4 +562,18 @@ func first(p []byte) int {
 		return -1
 	}
 	return int(p[0])
+}
+
+// acceptEnv reports whether a client may set the environment variable name: accept lists the
+// names, or prefixes ending in "*", and TOKENLAB_ variables are the server's.
+func acceptEnv(accept []string, name string) bool {
+	if name == "" || strings.HasPrefix(name, "TOKENLAB_") || strings.ContainsAny(name, "= \x00") || sanitize([]byte(name)) != name {
+		return false
+	}
+	for _, a := range accept {
+		if prefix, ok := strings.CutSuffix(a, "*"); ok && strings.HasPrefix(name, prefix) || a == name {
+			return true
+		}
+	}
+	return false
 }

@@ -96,13 +96,15 @@ func TestX509UserKeyFromGoClient(t *testing.T) {
 }
 
 // TestCertificateUserTable: an explicit table maps certificate names to users; a name not in
-// it logs in nowhere, and a certificate from another CA never.
+// it logs in nowhere, and a certificate from another CA never. Entries tagged upn: and cn:
+// match only that field, so a CN cannot pass for a UPN.
 func TestCertificateUserTable(t *testing.T) {
 	ca, other := newCA(t, "Users CA"), newCA(t, "Other CA")
 	key := ecKey(t, elliptic.P256())
 	host := ed25519Host(t)
 	_, addr := startServer(t, ServerConfig{HostKeys: []gossh.Signer{host},
-		Auth: &Keys{CAs: ca.pool, Users: map[string][]string{"alice@example.com": {"alice", "admin"}}}})
+		Auth: &Keys{CAs: ca.pool, Users: map[string][]string{
+			"alice@example.com": {"alice", "admin"}, "upn:bob@example.com": {"bob"}, "cn:carol": {"carol"}}}})
 	dial := func(c *x509.Certificate, user string) error {
 		s, err := NewX509Signer(key, []*x509.Certificate{c})
 		if err != nil {
@@ -127,6 +129,10 @@ func TestCertificateUserTable(t *testing.T) {
 		{"the UPN itself is not in the table's users", alice, "alice@example.com", false},
 		{"unmapped certificate", ca.issue(t, key.Public(), certOpts{cn: "mallory"}), "mallory", false},
 		{"other CA", other.issue(t, key.Public(), certOpts{cn: "Alice", upn: "alice@example.com"}), "alice", false},
+		{"tagged upn", ca.issue(t, key.Public(), certOpts{cn: "x", upn: "bob@example.com"}), "bob", true},
+		{"a CN is not a tagged UPN", ca.issue(t, key.Public(), certOpts{cn: "bob@example.com"}), "bob", false},
+		{"tagged cn", ca.issue(t, key.Public(), certOpts{cn: "carol"}), "carol", true},
+		{"a UPN is not a tagged CN", ca.issue(t, key.Public(), certOpts{cn: "y", upn: "carol"}), "carol", false},
 	} {
 		if err := dial(tc.cert, tc.user); (err == nil) != tc.ok {
 			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)

@@ -46,7 +46,7 @@ var sshServerKeys = []struct{ name, usage string }{
 	{"authorized-keys", "OpenSSH authorized_keys file of plain keys that may log in as the user of --{p}user"},
 	{"user", "the user --{p}authorized-keys logs in (default: the local user)"},
 	{"ca", "PEM CA certificates whose RFC 6187 user certificates may log in"},
-	{"user-map", "file of lines 'CERTIFICATE-NAME USER...': the users a certificate's UPN or CN may log in as (default: the name itself)"},
+	{"user-map", "file of lines 'CERTIFICATE-NAME USER...': the users a certificate's UPN or CN may log in as (default: the name itself); write upn:NAME or cn:NAME to match only that field"},
 	{"max-auth-tries", "failed authentication requests before the server disconnects"},
 	{"host-key", "OpenSSH private host key file (default: a new Ed25519 key, or the card's with --{p}host-slot)"},
 	{"host-slot", "use this card slot's key as the host key"},

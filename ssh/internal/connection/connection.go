@@ -36,6 +36,9 @@ const (
 	maxChannels         = 64
 	maxPendingRequests  = 16
 	maxIncomingChannels = 16
+	// A peer's maximum packet size must leave room for data: x/crypto/ssh's bounds.
+	minPeerMaxPacket = 9
+	maxPeerMaxPacket = 1 << 31
 )
 
 // Channel open failure reasons (RFC 4254 §5.1).
@@ -46,10 +49,13 @@ const (
 	OpenResourceShortage           = 4
 )
 
-// PacketConn is the transport below: whole packets in and out.
+// PacketConn is the transport below: whole packets in and out. The Mux's reading goroutine
+// answers the peer with QueuePacket, which must not wait for a key exchange: the transport
+// runs key exchanges on the goroutine that reads.
 type PacketConn interface {
 	ReadPacket() ([]byte, error)
 	WritePacket([]byte) error
+	QueuePacket([]byte) error
 	Close() error
 }
 
@@ -146,7 +152,7 @@ func (m *Mux) dispatch(p []byte) error {
 			return malformed("global request")
 		}
 		if want { // tokenlab answers no global request (keepalives get a failure, as RFC 4254 §4 allows)
-			return m.pc.WritePacket([]byte{msgRequestFailure})
+			return m.pc.QueuePacket([]byte{msgRequestFailure})
 		}
 		return nil
 	case msgRequestSuccess, msgRequestFailure:
@@ -180,13 +186,20 @@ func (m *Mux) handleOpen(s *cryptobyte.String) error {
 		return malformed("channel open")
 	}
 	nc := &NewChannel{m: m, Type: string(typ), Extra: append([]byte(nil), *s...), remoteID: sender, window: window, maxPacket: maxPacket}
+	if !validMaxPacket(maxPacket) {
+		return nc.reject(OpenConnectFailed, fmt.Sprintf("maximum packet size %d out of range", maxPacket), true)
+	}
 	select {
 	case m.incoming <- nc:
 		return nil
 	default:
-		return nc.Reject(OpenResourceShortage, "too many channels waiting")
+		return nc.reject(OpenResourceShortage, "too many channels waiting", true)
 	}
 }
+
+// validMaxPacket reports whether a peer's maximum packet size leaves room for data: with 0,
+// every CHANNEL_DATA would be empty.
+func validMaxPacket(n uint32) bool { return n >= minPeerMaxPacket && n <= maxPeerMaxPacket }
 
 // NewChannel is a channel the peer asks to open.
 type NewChannel struct {
@@ -220,12 +233,20 @@ func (nc *NewChannel) Accept() (*Channel, error) {
 
 // Reject refuses the channel.
 func (nc *NewChannel) Reject(reason uint32, message string) error {
+	return nc.reject(reason, message, false)
+}
+
+// reject refuses the channel; fromReader says the Mux's reading goroutine is refusing.
+func (nc *NewChannel) reject(reason uint32, message string, fromReader bool) error {
 	var b cryptobyte.Builder
 	b.AddUint8(msgOpenFailure)
 	b.AddUint32(nc.remoteID)
 	b.AddUint32(reason)
 	addString(&b, []byte(message))
 	addString(&b, nil)
+	if fromReader {
+		return nc.m.pc.QueuePacket(b.BytesOrPanic())
+	}
 	return nc.m.pc.WritePacket(b.BytesOrPanic())
 }
 
@@ -356,6 +377,9 @@ func (c *Channel) handle(t byte, s *cryptobyte.String) error {
 		if !s.ReadUint32(&sender) || !s.ReadUint32(&window) || !s.ReadUint32(&maxPacket) {
 			return malformed("open confirmation")
 		}
+		if !validMaxPacket(maxPacket) {
+			return fmt.Errorf("ssh: open confirmation with maximum packet size %d", maxPacket)
+		}
 		c.mu.Lock()
 		c.remoteID, c.remoteWindow, c.maxPacket = sender, uint64(window), min(maxPacket, defaultMaxPacket)
 		c.mu.Unlock()
@@ -428,10 +452,10 @@ func (c *Channel) handle(t byte, s *cryptobyte.String) error {
 			return errors.New("ssh: second channel close")
 		}
 		close(c.requests)
-		if !sent {
-			c.sendClose()
-		}
 		c.m.forget(c)
+		if !sent {
+			return c.sendClose(true)
+		}
 	case msgChannelRequest:
 		var typ []byte
 		var want bool
@@ -448,7 +472,9 @@ func (c *Channel) handle(t byte, s *cryptobyte.String) error {
 		select {
 		case c.requests <- r:
 		default:
-			return r.Reply(false)
+			if want {
+				return c.queue([]byte{msgChannelFailure}, nil)
+			}
 		}
 	case msgChannelSuccess, msgChannelFailure:
 		select {
@@ -478,14 +504,24 @@ func (c *Channel) abort() {
 	}
 }
 
-// write sends a message of type t on the channel with payload after the recipient id.
+// write sends a message of type head[0] on the channel: the recipient id, the rest of head,
+// and payload.
 func (c *Channel) write(head []byte, payload []byte) error {
+	return c.m.pc.WritePacket(c.message(head, payload))
+}
+
+// queue is write for the Mux's reading goroutine (PacketConn.QueuePacket).
+func (c *Channel) queue(head []byte, payload []byte) error {
+	return c.m.pc.QueuePacket(c.message(head, payload))
+}
+
+func (c *Channel) message(head []byte, payload []byte) []byte {
 	var b cryptobyte.Builder
 	b.AddUint8(head[0])
 	b.AddUint32(c.remoteID)
 	b.AddBytes(head[1:])
 	b.AddBytes(payload)
-	return c.m.pc.WritePacket(b.BytesOrPanic())
+	return b.BytesOrPanic()
 }
 
 // Read reads channel data; it returns io.EOF after the peer's EOF.
@@ -548,6 +584,10 @@ func (c *Channel) send(p []byte, ext bool) (int, error) {
 			return sent, io.ErrClosedPipe
 		}
 		n := min(uint64(len(p)), c.remoteWindow, uint64(c.maxPacket))
+		if n == 0 {
+			c.mu.Unlock()
+			return sent, errors.New("ssh: the peer's maximum packet size leaves no room for data")
+		}
 		c.remoteWindow -= n
 		c.mu.Unlock()
 		var b cryptobyte.Builder
@@ -580,10 +620,10 @@ func (c *Channel) CloseWrite() error {
 
 // Close sends CLOSE; the channel goes when the peer answers with its own.
 func (c *Channel) Close() error {
-	return c.sendClose()
+	return c.sendClose(false)
 }
 
-func (c *Channel) sendClose() error {
+func (c *Channel) sendClose(fromReader bool) error {
 	c.mu.Lock()
 	if c.sentClose {
 		c.mu.Unlock()
@@ -592,6 +632,9 @@ func (c *Channel) sendClose() error {
 	c.sentClose = true
 	c.cond.Broadcast()
 	c.mu.Unlock()
+	if fromReader {
+		return c.queue([]byte{msgChannelClose}, nil)
+	}
 	return c.write([]byte{msgChannelClose}, nil)
 }
 

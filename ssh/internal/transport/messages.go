@@ -21,6 +21,9 @@ const (
 	msgNewKeys        = 21
 	msgKexECDHInit    = 30
 	msgKexECDHReply   = 31
+	// Numbers 30 to 49 belong to the negotiated key exchange method (RFC 4250 §4.1.2).
+	msgKexMethodFirst = 30
+	msgKexMethodLast  = 49
 )
 
 // Disconnect reason codes (RFC 4253 §11.1).

@@ -132,19 +132,12 @@ func (c *packetCipher) open(r io.Reader, buf []byte) ([]byte, error) {
 	if c.aead != nil {
 		n += gcmTagSize
 	}
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+	buf, err := readGrowing(r, buf[:0], n)
+	if err != nil {
 		return nil, err
 	}
 	plain := buf
 	if c.aead != nil {
-		var err error
 		plain, err = c.aead.Open(buf[:0], c.iv[:], buf, hdr[:])
 		if err != nil {
 			return nil, errMAC
@@ -156,6 +149,29 @@ func (c *packetCipher) open(r io.Reader, buf []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: padding length %d in a packet of %d", ErrMalformed, pad, len(plain))
 	}
 	return plain[1 : len(plain)-pad], nil
+}
+
+// readChunk is the most open reads before the bytes it has announced arrive: a peer that
+// sends a packet length and then nothing does not get a 256 KiB buffer for it.
+const readChunk = 16 << 10
+
+// readGrowing reads n bytes from r into buf, growing it as the bytes arrive.
+func readGrowing(r io.Reader, buf []byte, n int) ([]byte, error) {
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), max(readChunk, len(buf))))
+		}
+		end := min(n, cap(buf))
+		k, err := io.ReadFull(r, buf[len(buf):end])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 var errMAC = fmt.Errorf("ssh: packet authentication failed")

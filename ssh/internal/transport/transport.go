@@ -19,6 +19,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 	gossh "golang.org/x/crypto/ssh"
@@ -28,8 +29,23 @@ import (
 // switch to its pre-RFC 6187 encodings.
 const DefaultVersion = "SSH-2.0-tokenlab"
 
-// DefaultRekeyThreshold is how many bytes a side sends before it starts a new key exchange.
+// DefaultRekeyThreshold is how many bytes a side sends, or receives, before it starts a new
+// key exchange.
 const DefaultRekeyThreshold = 1 << 30
+
+// Limits of the packets that wait for a key exchange we started (RFC 4253 §9: only key
+// exchange messages may be sent between our KEXINIT and our NEWKEYS).
+const (
+	// maxPendingBytes is how much WritePacket queues before it waits for the key exchange.
+	maxPendingBytes = 256 << 10
+	// maxQueuedBytes is how much QueuePacket queues before it gives up on the connection: the
+	// peer keeps sending requests that need answers and does not answer our KEXINIT.
+	maxQueuedBytes = 4 * maxPendingBytes
+)
+
+// disconnectTimeout bounds how long Disconnect tries to send SSH_MSG_DISCONNECT to a peer
+// that does not read.
+const disconnectTimeout = 500 * time.Millisecond
 
 // Config configures one end of a connection. The zero value of each field picks a default.
 type Config struct {
@@ -37,8 +53,9 @@ type Config struct {
 	Version      string // identification string without CRLF
 	KeyExchanges []string
 	Ciphers      []string
-	// RekeyThreshold is how many payload bytes are sent before a new key exchange is started;
-	// math.MaxUint64 never starts one (the peer still may).
+	// RekeyThreshold is how many payload bytes are sent, or received, before a new key exchange
+	// is started, as OpenSSH and x/crypto/ssh count; math.MaxUint64 never starts one (the peer
+	// still may).
 	RekeyThreshold uint64
 
 	// HostKeys are the server's host keys; each offers the algorithms HostKeyAlgorithms gives.
@@ -57,8 +74,8 @@ type Config struct {
 
 // Conn is one end of an SSH connection above the transport layer: packets in, packets out.
 // ReadPacket must be called from one goroutine at a time, and must keep being called while
-// WritePacket is used, for key exchanges run on the reading side; WritePacket is safe for
-// concurrent use.
+// WritePacket is used, for key exchanges run on the reading side; WritePacket and QueuePacket
+// are safe for concurrent use.
 type Conn struct {
 	conn   net.Conn
 	r      *bufio.Reader
@@ -68,26 +85,38 @@ type Conn struct {
 	localVersion, peerVersion []byte
 
 	// Reading side: the goroutine in ReadPacket owns these.
-	rc      *packetCipher
-	rseq    uint32
-	lastSeq uint32
+	rc       *packetCipher
+	rseq     uint32
+	lastSeq  uint32
+	received uint64 // since the last key exchange
+	// extInfo tracks which SSH_MSG_EXT_INFO a client may still take (RFC 8308 §2.4).
+	extInfo extInfoState
 
-	// Writing side, under wmu. wkex is set from our KEXINIT to our NEWKEYS; other packets wait.
-	wmu     sync.Mutex
-	wcond   *sync.Cond
-	wc      *packetCipher
-	wseq    uint32
-	wkex    bool
-	ourInit []byte
-	written uint64
-	werr    error
-	wbuf    []byte
+	// Writing side, under wmu. wkex is set from our KEXINIT to our NEWKEYS; other packets wait
+	// in pending meanwhile, and go out after our NEWKEYS.
+	wmu          sync.Mutex
+	wcond        *sync.Cond
+	wc           *packetCipher
+	wseq         uint32
+	wkex         bool
+	ourInit      []byte
+	pending      [][]byte
+	pendingBytes int
+	sent         uint64 // since the last key exchange
+	werr         error
+	wbuf         []byte
+
+	// Write deadlines, under dmu: once Disconnect has set its short one, no write extends it.
+	dmu          sync.Mutex
+	closing      bool
+	writeTimeout time.Duration
 
 	// Results of key exchanges, under mu.
 	mu            sync.Mutex
 	sessionID     []byte
 	hostKey       gossh.PublicKey
 	ext           map[string]string
+	pendingExt    map[string]string
 	algs          algorithms
 	strict        bool
 	kexCount      int
@@ -264,19 +293,34 @@ func (t *Conn) LastSequence() uint32 { return t.lastSeq }
 // RemoteAddr returns the peer's address.
 func (t *Conn) RemoteAddr() net.Addr { return t.conn.RemoteAddr() }
 
-// Close closes the connection.
+// Close closes the connection. A writer blocked on a peer that does not read is released.
 func (t *Conn) Close() error {
+	err := t.conn.Close()
 	t.wmu.Lock()
 	if t.werr == nil {
 		t.werr = net.ErrClosed
 	}
 	t.wcond.Broadcast()
 	t.wmu.Unlock()
-	return t.conn.Close()
+	return err
 }
 
-// Disconnect sends SSH_MSG_DISCONNECT, even in the middle of a key exchange, and closes.
+// SetWriteTimeout bounds each write to the socket from now on: a peer that reads nothing for
+// d ends the connection. Zero means no bound.
+func (t *Conn) SetWriteTimeout(d time.Duration) {
+	t.dmu.Lock()
+	defer t.dmu.Unlock()
+	t.writeTimeout = d
+}
+
+// Disconnect sends SSH_MSG_DISCONNECT, even in the middle of a key exchange, and closes. It
+// returns within about half a second even when the peer reads nothing: a writer blocked in
+// the socket's Write is cut off by a write deadline, and the message is then not sent.
 func (t *Conn) Disconnect(reason uint32, message string) error {
+	t.dmu.Lock()
+	t.closing = true
+	t.conn.SetWriteDeadline(time.Now().Add(disconnectTimeout))
+	t.dmu.Unlock()
 	t.wmu.Lock()
 	var err error
 	if t.werr == nil {
@@ -323,6 +367,16 @@ func (t *Conn) ReadPacket() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		t.received += uint64(len(p))
+		if t.received >= t.cfg.RekeyThreshold && t.cfg.RekeyThreshold != math.MaxUint64 {
+			if err := t.startKex(); err != nil {
+				return nil, err
+			}
+		}
+		ext := t.extInfo
+		if ext == extInfoFirst {
+			t.extInfo = extInfoBeforeSuccess // only the very next packet may be the first
+		}
 		switch p[0] {
 		case msgKexInit:
 			if err := t.runKex(p); err != nil {
@@ -340,46 +394,154 @@ func (t *Conn) ReadPacket() ([]byte, error) {
 			if !t.client {
 				continue // we never offer ext-info-s, so a client has no business sending it
 			}
-			ext, err := parseExtInfo(p)
-			if err != nil {
-				return nil, t.fail(DisconnectProtocolError, err)
+			if err := t.readExtInfo(p, ext); err != nil {
+				return nil, err
 			}
-			t.mu.Lock()
-			if t.ext == nil {
-				t.ext = ext
-			} else {
-				for k, v := range ext {
-					t.ext[k] = v
-				}
-			}
-			t.mu.Unlock()
 		case msgNewKeys, msgKexECDHInit, msgKexECDHReply:
 			return nil, t.fail(DisconnectProtocolError, fmt.Errorf("ssh: key exchange message %d outside a key exchange", p[0]))
 		default:
+			if t.client && ext != extInfoDone {
+				if err := t.afterExtInfo(p[0]); err != nil {
+					return nil, err
+				}
+			}
 			return p, nil
 		}
 	}
 }
 
-// WritePacket sends one packet. It waits while a key exchange we started is in progress.
-func (t *Conn) WritePacket(p []byte) error {
+// extInfoState is where a client is in RFC 8308 §2.4: a server may send SSH_MSG_EXT_INFO as
+// the next packet after its first NEWKEYS, and once more right before USERAUTH_SUCCESS.
+type extInfoState uint8
+
+const (
+	extInfoBeforeKex     extInfoState = iota
+	extInfoFirst                      // the first key exchange just ended
+	extInfoBeforeSuccess              // one more may come, right before USERAUTH_SUCCESS
+	extInfoPending                    // it came: the next packet must be USERAUTH_SUCCESS
+	extInfoDone
+)
+
+// msgUserAuthSuccess is RFC 4252's SSH_MSG_USERAUTH_SUCCESS, which ends the second chance
+// for SSH_MSG_EXT_INFO.
+const msgUserAuthSuccess = 52
+
+// readExtInfo takes a server's SSH_MSG_EXT_INFO if it comes where RFC 8308 §2.4 allows.
+func (t *Conn) readExtInfo(p []byte, state extInfoState) error {
+	if state != extInfoFirst && state != extInfoBeforeSuccess {
+		return t.fail(DisconnectProtocolError, errors.New("ssh: EXT_INFO where RFC 8308 allows none"))
+	}
+	ext, err := parseExtInfo(p)
+	if err != nil {
+		return t.fail(DisconnectProtocolError, err)
+	}
+	t.mu.Lock()
+	if state == extInfoFirst {
+		t.ext = ext
+	} else {
+		t.pendingExt = ext
+		t.extInfo = extInfoPending
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// afterExtInfo follows a client's RFC 8308 state past a packet of type typ for the layers above.
+func (t *Conn) afterExtInfo(typ byte) error {
+	if t.extInfo == extInfoPending {
+		if typ != msgUserAuthSuccess {
+			return t.fail(DisconnectProtocolError, fmt.Errorf("ssh: message %d after a second EXT_INFO, where USERAUTH_SUCCESS belongs", typ))
+		}
+		t.mu.Lock()
+		if t.ext == nil {
+			t.ext = map[string]string{}
+		}
+		for k, v := range t.pendingExt {
+			t.ext[k] = v
+		}
+		t.pendingExt = nil
+		t.mu.Unlock()
+	}
+	if typ == msgUserAuthSuccess || t.extInfo == extInfoPending {
+		t.extInfo = extInfoDone
+	}
+	return nil
+}
+
+// startKex sends our KEXINIT unless a key exchange is already under way.
+func (t *Conn) startKex() error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.wkex || t.werr != nil {
+		return nil
+	}
+	return t.sendKexInitLocked()
+}
+
+// WritePacket sends one packet. While a key exchange we started is in progress the packet
+// waits in a queue, and WritePacket waits only when that queue is full.
+func (t *Conn) WritePacket(p []byte) error { return t.write(p, true) }
+
+// QueuePacket is WritePacket for the goroutine that calls ReadPacket: it never waits for a
+// key exchange, which can only progress on that goroutine. During one it queues p however
+// full the queue is, up to a limit past which the connection fails.
+func (t *Conn) QueuePacket(p []byte) error { return t.write(p, false) }
+
+func (t *Conn) write(p []byte, wait bool) error {
 	if len(p) == 0 {
 		return errors.New("ssh: empty packet")
 	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	for t.wkex && t.werr == nil {
+	for wait && t.wkex && t.werr == nil && t.pendingBytes > 0 && t.pendingBytes+len(p) > maxPendingBytes {
 		t.wcond.Wait()
 	}
 	if t.werr != nil {
 		return t.werr
 	}
+	if !t.wkex {
+		return t.sendLocked(p)
+	}
+	if t.pendingBytes+len(p) > maxQueuedBytes {
+		t.werr = fmt.Errorf("ssh: more than %d bytes waiting for the peer to answer our KEXINIT", maxQueuedBytes)
+		t.wcond.Broadcast()
+		t.conn.Close()
+		return t.werr
+	}
+	t.pending = append(t.pending, bytes.Clone(p))
+	t.pendingBytes += len(p)
+	return nil
+}
+
+// sendLocked sends a packet of the layers above and starts a key exchange when enough bytes
+// went out; wmu is held and no key exchange of ours is in progress.
+func (t *Conn) sendLocked(p []byte) error {
 	if err := t.writeLocked(p); err != nil {
 		return err
 	}
-	t.written += uint64(len(p))
-	if t.written >= t.cfg.RekeyThreshold && t.cfg.RekeyThreshold != math.MaxUint64 {
+	t.sent += uint64(len(p))
+	if t.sent >= t.cfg.RekeyThreshold && t.cfg.RekeyThreshold != math.MaxUint64 {
 		return t.sendKexInitLocked()
+	}
+	return nil
+}
+
+// flushLocked sends the packets that waited for our key exchange; wmu is held. When they
+// cross the re-key threshold again, the rest wait for the next one.
+func (t *Conn) flushLocked() error {
+	pending := t.pending
+	t.pending, t.pendingBytes = nil, 0
+	for i, p := range pending {
+		if t.wkex {
+			for _, q := range pending[i:] {
+				t.pending = append(t.pending, q)
+				t.pendingBytes += len(q)
+			}
+			return nil
+		}
+		if err := t.sendLocked(p); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -394,6 +556,11 @@ func (t *Conn) writeLocked(p []byte) error {
 		return err
 	}
 	t.wbuf = b
+	t.dmu.Lock()
+	if !t.closing && t.writeTimeout > 0 {
+		t.conn.SetWriteDeadline(time.Now().Add(t.writeTimeout))
+	}
+	t.dmu.Unlock()
 	if _, err := t.conn.Write(b); err != nil {
 		t.werr = err
 		t.wcond.Broadcast()
@@ -515,8 +682,14 @@ func (t *Conn) runKex(peerInit []byte) error {
 		return t.fail(DisconnectKeyExchangeFailed, err)
 	}
 	if peer.firstKexFollows && !guessRight(client, server) {
-		if _, err := t.readKexPacket(); err != nil { // the wrong guess's packet is ignored
+		// The wrong guess's packet is ignored (RFC 4253 §7), but it must be one of a key
+		// exchange method's own messages: anything else would be lost unseen.
+		p, err := t.readKexPacket()
+		if err != nil {
 			return err
+		}
+		if p[0] < msgKexMethodFirst || p[0] > msgKexMethodLast {
+			return t.fail(DisconnectProtocolError, fmt.Errorf("ssh: message %d where the peer's guessed key exchange packet belongs", p[0]))
 		}
 	}
 	m, _ := lookupKex(algs.kex)
@@ -560,7 +733,10 @@ func (t *Conn) runKex(peerInit []byte) error {
 			err = t.writeLocked(marshalExtInfo(t.cfg.ExtInfo))
 		}
 	}
-	t.wkex, t.ourInit, t.written = false, nil, 0
+	t.wkex, t.ourInit, t.sent = false, nil, 0
+	if err == nil {
+		err = t.flushLocked()
+	}
 	t.wcond.Broadcast()
 	t.wmu.Unlock()
 	if err != nil {
@@ -577,6 +753,10 @@ func (t *Conn) runKex(peerInit []byte) error {
 	t.rc = in
 	if strict {
 		t.rseq = 0
+	}
+	t.received = 0
+	if first && t.client {
+		t.extInfo = extInfoFirst
 	}
 	t.mu.Lock()
 	t.algs = algs
