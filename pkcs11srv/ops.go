@@ -373,6 +373,19 @@ func sigLen(k middleware.Key) int {
 	return 0
 }
 
+// tooShort reports whether an output buffer of capacity bytes cannot take n: then the call
+// only reports the length, with no error for a size query (capacity 0, a NULL buffer) and
+// CKR_BUFFER_TOO_SMALL otherwise, and its operation goes on.
+func tooShort(n, capacity int) (bool, error) {
+	switch {
+	case capacity >= n:
+		return false, nil
+	case capacity == 0:
+		return true, nil
+	}
+	return true, RV(ckrBufferTooSmall)
+}
+
 // Sign is C_Sign. With capacity 0 (a NULL buffer) or too small, it reports the length and keeps
 // the operation; otherwise the operation ends, successful or not.
 func (a *App) Sign(ctx context.Context, h uint64, data []byte, capacity int) (sig []byte, length int, err error) {
@@ -386,11 +399,8 @@ func (a *App) Sign(ctx context.Context, h uint64, data []byte, capacity int) (si
 		return nil, 0, RV(ckrOperationActive)
 	}
 	n := sigLen(op.key)
-	if capacity < n {
-		if capacity == 0 {
-			return nil, n, nil
-		}
-		return nil, n, RV(ckrBufferTooSmall)
+	if short, err := tooShort(n, capacity); short {
+		return nil, n, err
 	}
 	defer s.endOp() // after the signature: the operation holds its PIN until then
 	sig, err = a.sign(ctx, op, data)
@@ -417,11 +427,8 @@ func (a *App) SignFinal(ctx context.Context, h uint64, capacity int) ([]byte, in
 		return nil, 0, err
 	}
 	n := sigLen(op.key)
-	if capacity < n {
-		if capacity == 0 {
-			return nil, n, nil
-		}
-		return nil, n, RV(ckrBufferTooSmall)
+	if short, err := tooShort(n, capacity); short {
+		return nil, n, err
 	}
 	defer s.endOp()
 	op.multipart = false
@@ -766,11 +773,8 @@ func (a *App) Digest(h uint64, data []byte, capacity int) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	n := op.hash.Size()
-	if capacity < n {
-		if capacity == 0 {
-			return nil, n, nil
-		}
-		return nil, n, RV(ckrBufferTooSmall)
+	if short, err := tooShort(n, capacity); short {
+		return nil, n, err
 	}
 	s.endOp()
 	op.h.Write(data)
@@ -798,11 +802,8 @@ func (a *App) DigestFinal(h uint64, capacity int) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	n := op.hash.Size()
-	if capacity < n {
-		if capacity == 0 {
-			return nil, n, nil
-		}
-		return nil, n, RV(ckrBufferTooSmall)
+	if short, err := tooShort(n, capacity); short {
+		return nil, n, err
 	}
 	s.endOp()
 	return op.h.Sum(nil), n, nil
