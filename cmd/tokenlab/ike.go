@@ -21,8 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"tokenlab/apdu/cardsock"
-	"tokenlab/emulator/yubikey"
 	"tokenlab/ike"
 	"tokenlab/middleware"
 )
@@ -523,22 +521,13 @@ func runIKEConnect(args []string, stdout io.Writer) error {
 		if policy, err = middleware.Profile(*profile); err != nil {
 			return usagef("--profile: %v", err)
 		}
-		var dial middleware.Dialer
-		if *state != "" {
-			d, err := yubikey.Open(*state, nil)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			dial = d.Card.Dial
-		} else {
-			dial = cardsock.Dialer(*cardSocket)
-		}
-		tok, err = middleware.Open(ctx, dial, middleware.Options{Application: "ike", Policy: policy, Prompter: pr, Audit: &audit})
+		var done func()
+		tok, _, done, err = openCardToken(ctx, *state, *cardSocket, false,
+			middleware.Options{Application: "ike", Policy: policy, Prompter: pr, Audit: &audit})
 		if err != nil {
 			return err
 		}
-		defer tok.Close(context.Background())
+		defer done()
 		if cfg.Signer, err = tok.Signer(ctx, byte(slot)); err != nil {
 			return fmt.Errorf("slot %02x: %w", slot, err)
 		}

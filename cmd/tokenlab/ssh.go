@@ -150,33 +150,48 @@ func (f cardFlags) open(ctx context.Context, app string) (tok *middleware.Token,
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	tok, card, closeCard, err := openCardToken(ctx, *f.state, *f.socket, true,
+		middleware.Options{Application: app, Policy: policy, Prompter: pr, Audit: audit})
+	if err != nil {
+		closeAudit()
+		return nil, nil, nil, err
+	}
+	return tok, card, func() {
+		closeCard()
+		closeAudit()
+	}, nil
+}
+
+// openCardToken opens a card, in this process from its state directory or through the card
+// socket of a running tokenlab serve, and the middleware Token of one application on it. With
+// watch, card follows the card's presence (for closing sessions at removal); otherwise it is
+// nil. done closes the token and then the card.
+func openCardToken(ctx context.Context, state, socket string, watch bool, opts middleware.Options) (tok *middleware.Token, card ssh.Presence, done func(), err error) {
 	var dial middleware.Dialer
 	closeCard := func() {}
-	if *f.state != "" {
-		d, err := yubikey.Open(*f.state, nil)
+	switch {
+	case state != "":
+		d, err := yubikey.Open(state, nil)
 		if err != nil {
-			closeAudit()
 			return nil, nil, nil, err
 		}
 		dial, card, closeCard = d.Card.Dial, d.Card, func() { d.Close() }
-	} else {
-		w, err := cardsock.Watch(ctx, *f.socket)
+	case watch:
+		w, err := cardsock.Watch(ctx, socket)
 		if err != nil {
-			closeAudit()
 			return nil, nil, nil, err
 		}
-		dial, card, closeCard = cardsock.Dialer(*f.socket), w, func() { w.Close() }
+		dial, card, closeCard = cardsock.Dialer(socket), w, func() { w.Close() }
+	default:
+		dial = cardsock.Dialer(socket)
 	}
-	tok, err = middleware.Open(ctx, dial, middleware.Options{Application: app, Policy: policy, Prompter: pr, Audit: audit})
-	if err != nil {
+	if tok, err = middleware.Open(ctx, dial, opts); err != nil {
 		closeCard()
-		closeAudit()
 		return nil, nil, nil, err
 	}
 	return tok, card, func() {
 		tok.Close(context.Background())
 		closeCard()
-		closeAudit()
 	}, nil
 }
 
