@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"tokenlab/middleware"
@@ -329,4 +328,4 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // slotName is how events name a slot.
-func slotName(s byte) string { return strings.ToLower(fmt.Sprintf("%02x", s)) }
+func slotName(s byte) string { return fmt.Sprintf("%02x", s) }

@@ -164,14 +164,8 @@ func hashOf(m uint64) crypto.Hash {
 // digestOf maps a digest mechanism (CKM_SHA*) to its hash.
 func digestOf(m uint64) crypto.Hash {
 	switch m {
-	case ckmSHA1:
-		return crypto.SHA1
-	case ckmSHA256:
-		return crypto.SHA256
-	case ckmSHA384:
-		return crypto.SHA384
-	case ckmSHA512:
-		return crypto.SHA512
+	case ckmSHA1, ckmSHA256, ckmSHA384, ckmSHA512:
+		return hashOf(m)
 	}
 	return 0
 }
