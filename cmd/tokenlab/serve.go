@@ -145,7 +145,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() {
+		// Close commits the PIN counter a right PIN left one try short (piv.Applet.Flush).
+		if err := d.Close(); err != nil {
+			log.Error("closing the state directory", "state", cfg.State, "err", err)
+		}
+	}()
 	d.OnFail(func(err error) {
 		log.Error("the card stopped: a save to the state directory failed; it answers 6581 to every command until tokenlab serve is restarted, and the state directory holds what was saved", "state", cfg.State, "err", err)
 	})

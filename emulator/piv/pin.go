@@ -63,11 +63,21 @@ func (c *credential) blocked() bool { return c.retries <= 0 }
 // consumed and committed before the comparison, so a crash or a torn write can never give it
 // back. A match restores the counter and applies onMatch (a new PIN, say) in the same commit.
 // which selects PIN or PUK in the persistent state.
+//
+// A VERIFY that matches from a full counter defers its restore (see pinLag): the committed
+// counter stays one below, which already holds the try of the next VERIFY, so a run of right
+// PINs costs one commit instead of two each. A crash in between loses that one try, never
+// more: a restore from any lower counter is committed at once, so the next right PIN after a
+// restart commits the full counter again. Flush commits a deferred restore.
 func (a *Applet) checkReference(which func(*persistent) *credential, candidate [8]byte, onMatch func(*persistent)) apdu.StatusWord {
 	if which(&a.p).blocked() {
 		return apdu.SWAuthenticationBlocked
 	}
-	if sw := a.updateCounters(func(p *persistent) { which(p).retries-- }); !sw.OK() {
+	if c := which(&a.p); c == &a.p.pin && a.pinLag {
+		// The committed counter is one below already: the try is on disk.
+		c.retries--
+		a.pinLag = false
+	} else if sw := a.updateCounters(func(p *persistent) { which(p).retries-- }); !sw.OK() {
 		return sw
 	}
 	c := which(&a.p)
@@ -76,12 +86,32 @@ func (a *Applet) checkReference(which func(*persistent) *credential, candidate [
 	}
 	restore := func(p *persistent) { which(p).retries = which(p).max }
 	if onMatch == nil {
+		if c == &a.p.pin && c.retries == c.max-1 && a.cfg.Commit != nil {
+			c.retries = c.max
+			a.pinLag = true
+			return apdu.SWSuccess
+		}
 		return a.updateCounters(restore)
 	}
 	return a.update(func(p *persistent) {
 		restore(p)
 		onMatch(p)
 	})
+}
+
+// Flush commits a restore of the PIN counter that a VERIFY deferred, so that the committed
+// counters are those in memory. A card with a state directory flushes before it closes it.
+func (a *Applet) Flush() error {
+	if !a.pinLag {
+		return nil
+	}
+	if a.failed != nil {
+		return a.failed
+	}
+	if sw := a.updateCounters(func(*persistent) {}); !sw.OK() {
+		return a.failed
+	}
+	return nil
 }
 
 func pinOf(p *persistent) *credential { return &p.pin }

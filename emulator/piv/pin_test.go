@@ -123,26 +123,107 @@ func TestTryCommittedBeforeComparison(t *testing.T) {
 
 // If the decrement cannot be committed, the PIN is not compared at all: even the right PIN fails
 // and the counter stays as it was. If the restore after a match cannot be committed, the try
-// stays consumed and the PIN is not verified.
+// stays consumed and the PIN is not verified. (A wrong PIN goes first, so that the restore is
+// not one that may be deferred.)
 func TestNoComparisonWithoutCommit(t *testing.T) {
 	for _, counters := range []bool{false, true} {
 		for _, tt := range []struct {
 			name    string
-			failing int // the commit that fails
+			failing int // the commit that fails, after the wrong PIN's
 			retries int // the PIN counter the applet then holds
 		}{
-			{"decrement", 0, 3},
-			{"restore", 1, 2},
+			{"decrement", 0, 2},
+			{"restore", 1, 1},
 		} {
-			l := &commitLog{counters: counters, fail: func(n int) bool { return n == tt.failing }}
+			l := &commitLog{counters: counters}
 			c, a := newLoggedApplet(t, l)
+			if sw := send(t, c, verifyWrong); sw != 0x63C2 {
+				t.Fatalf("wrong PIN: %v", sw)
+			}
+			l.fail = func(n int) bool { return n == 1+tt.failing }
 			if sw := send(t, c, verifyRight); sw != apdu.SWMemoryFailure {
 				t.Fatalf("%s fails: right PIN answered %v, want 6581", tt.name, sw)
 			}
-			if len(l.pin) != tt.failing+1 || a.pinVerified || a.p.pin.retries != tt.retries {
+			if len(l.pin) != 1+tt.failing+1 || a.pinVerified || a.p.pin.retries != tt.retries {
 				t.Errorf("%s fails: commits %v, verified %v, counter %d; want %d commits, not verified, counter %d",
-					tt.name, l.pin, a.pinVerified, a.p.pin.retries, tt.failing+1, tt.retries)
+					tt.name, l.pin, a.pinVerified, a.p.pin.retries, 1+tt.failing+1, tt.retries)
 			}
+		}
+	}
+}
+
+// A right PIN from a full counter commits the try but defers the restore: the committed
+// counter, one below, already holds the next VERIFY's try, so a run of right PINs commits once.
+// A wrong PIN then uses the committed try; any commit, or Flush, writes the full counter. After
+// a crash with the restore deferred (a card loaded from the committed state), one try is lost
+// and the next right PIN commits the full counter at once: losses never add up.
+func TestDeferredRestore(t *testing.T) {
+	for _, counters := range []bool{false, true} {
+		l := &commitLog{counters: counters}
+		c, a := newLoggedApplet(t, l)
+		for i := range 3 {
+			if sw := send(t, c, verifyRight); sw != apdu.SWSuccess {
+				t.Fatalf("right PIN %d: %v", i, sw)
+			}
+		}
+		if !slices.Equal(l.pin, []int{2}) || a.p.pin.retries != 3 || !a.pinLag {
+			t.Fatalf("three right PINs committed %v, counter %d, deferred %v; want [2], 3, true", l.pin, a.p.pin.retries, a.pinLag)
+		}
+		// Status without data says 3 tries, as memory does.
+		if sw := send(t, c, "0020008000"); sw != apdu.SWSuccess {
+			t.Fatalf("status: %v", sw)
+		}
+		if sw := send(t, c, verifyWrong); sw != 0x63C2 {
+			t.Fatalf("wrong PIN: %v", sw)
+		}
+		if !slices.Equal(l.pin, []int{2}) || a.pinLag {
+			t.Fatalf("a wrong PIN on the committed try committed %v (want nothing more), deferred %v", l.pin, a.pinLag)
+		}
+		if sw := send(t, c, verifyWrong); sw != 0x63C1 {
+			t.Fatalf("second wrong PIN: %v", sw)
+		}
+		if !slices.Equal(l.pin, []int{2, 1}) {
+			t.Fatalf("the second wrong PIN committed %v, want [2 1]", l.pin)
+		}
+		// From a lower counter the restore is committed at once.
+		if sw := send(t, c, verifyRight); sw != apdu.SWSuccess || !slices.Equal(l.pin, []int{2, 1, 0, 3}) || a.pinLag {
+			t.Fatalf("right PIN from 1: %v, committed %v, deferred %v; want [2 1 0 3], none", sw, l.pin, a.pinLag)
+		}
+		send(t, c, verifyRight)
+		if !a.pinLag {
+			t.Fatal("right PIN from full: restore not deferred")
+		}
+		var err error
+		c.Exclusive(func() { err = a.Flush() })
+		if err != nil || a.pinLag || !slices.Equal(l.pin[len(l.pin)-2:], []int{2, 3}) {
+			t.Fatalf("Flush: %v, deferred %v, committed %v; want the full counter committed", err, a.pinLag, l.pin)
+		}
+		c.Exclusive(func() { err = a.Flush() })
+		if n := len(l.pin); err != nil || n != 6 {
+			t.Fatalf("a second Flush: %v, %d commits; want nothing written", err, n)
+		}
+
+		// A crash with the restore deferred: the card comes back from what was committed.
+		send(t, c, verifyRight)
+		st := a.State()
+		st.PIN.Retries = l.pin[len(l.pin)-1]
+		if st.PIN.Retries != 2 {
+			t.Fatalf("committed PIN counter %d, want 2", st.PIN.Retries)
+		}
+		l2 := &commitLog{counters: counters}
+		cfg := a.cfg
+		cfg.Commit, cfg.CommitCounters = l2.commit, nil
+		if counters {
+			cfg.CommitCounters = l2.commitCounters
+		}
+		b, err := Load(cfg, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2 := emulator.New([]byte{0x3B, 0}, b)
+		send(t, c2, "00A4040005A000000308")
+		if sw := send(t, c2, verifyRight); sw != apdu.SWSuccess || !slices.Equal(l2.pin, []int{1, 3}) || b.pinLag {
+			t.Fatalf("after the crash a right PIN: %v, committed %v, deferred %v; want [1 3] and none", sw, l2.pin, b.pinLag)
 		}
 	}
 }

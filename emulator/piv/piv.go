@@ -65,6 +65,10 @@ type Applet struct {
 	// load: from then on the applet answers every command 6581 and changes nothing.
 	failed error
 	onFail func(error)
+	// pinLag is set while the committed PIN counter is one below the one in memory, which is
+	// full: a VERIFY deferred its restore (see checkReference). Every commit clears it, as it
+	// writes the counters in memory.
+	pinLag bool
 
 	// Volatile security status, dropped on deselect, reset and power-off.
 	pinVerified  bool
@@ -117,6 +121,7 @@ func (a *Applet) update(f func(p *persistent)) apdu.StatusWord {
 		if err := a.cfg.Commit(next.snapshot()); err != nil {
 			return a.fail(err)
 		}
+		a.pinLag = false
 	}
 	a.p = next
 	return apdu.SWSuccess
@@ -132,6 +137,7 @@ func (a *Applet) updateCounters(f func(p *persistent)) apdu.StatusWord {
 	if err := a.cfg.CommitCounters(next.pin.retries, next.puk.retries); err != nil {
 		return a.fail(err)
 	}
+	a.pinLag = false
 	a.p = next
 	return apdu.SWSuccess
 }

@@ -236,10 +236,13 @@ func (d *Device) document(st *state.PIV) *state.Card {
 	return &state.Card{Serial: d.serial, Version: d.version.String(), ATR: d.atr, PIV: *st}
 }
 
-// Close releases the state directory.
+// Close commits what the applet deferred (see piv.Applet.Flush) and releases the state
+// directory.
 func (d *Device) Close() error {
 	if d.dir == nil {
 		return nil
 	}
-	return d.dir.Close()
+	var err error
+	d.Card.Exclusive(func() { err = d.PIV.Flush() })
+	return errors.Join(err, d.dir.Close())
 }

@@ -270,3 +270,50 @@ func initCard(t *testing.T, opts Options) string {
 	d.Close()
 	return dir
 }
+
+// A right PIN from a full counter leaves the counters file one try short, which is what a crash
+// would load; Close commits the full counter.
+func TestCloseCommitsDeferredRestore(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "card")
+	d, err := Init(dir, Options{Serial: 43}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk := func() int {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, state.CountersFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, c, err := state.DecodeCounters(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.PIN
+	}
+	c := pivclient.New(d.Card)
+	c.Select(ctx)
+	for range 2 {
+		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := onDisk(); n != 2 {
+		t.Fatalf("PIN counter on disk %d after right PINs, want 2 (the restore deferred)", n)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := onDisk(); n != 3 {
+		t.Fatalf("PIN counter on disk %d after Close, want 3", n)
+	}
+	d, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if st := d.PIV.Status(); st.PINRetries != 3 {
+		t.Errorf("reopened with %d PIN tries, want 3", st.PINRetries)
+	}
+}
