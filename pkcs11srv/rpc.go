@@ -92,6 +92,12 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser, name stri
 	if c, ok := rw.(interface{ SetDeadline(time.Time) error }); ok {
 		c.SetDeadline(time.Time{})
 	}
+	if uc, ok := rw.(*net.UnixConn); ok {
+		// From here on a request costs no sysmon wake (see unixsock.Conn).
+		if c, err := unixsock.NewConn(uc); err == nil {
+			rw = c
+		}
+	}
 	app := s.NewApp(name)
 	ctx, cancel := context.WithCancel(ctx)
 	// At the end, in this order: waiting calls are cancelled, they finish, and then the
