@@ -308,9 +308,11 @@ func BenchmarkPKCS11SessionInfo(b *testing.B) {
 // of its own) with its own logged-in session, and the applications split b.N between them.
 // ns/op is wall time per signature, so apps=2 at half the ns/op of apps=1 is twice the
 // throughput; sig/s says the same directly. Behind `p11-kit server` each connection gets a
-// process and a SoftHSM of its own; tokenlab serves both from one card.
+// process and a SoftHSM of its own; tokenlab serves both from one card, which like a real one
+// runs one command at a time: tokenlab-app, two Apps on the card with no RPC, shows what that
+// card alone allows.
 func BenchmarkPKCS11Apps(b *testing.B) {
-	for _, via := range []string{"softhsm-p11kit", "tokenlab-p11kit"} {
+	for _, via := range []string{"softhsm-p11kit", "tokenlab-p11kit", "tokenlab-app"} {
 		for _, n := range []int{1, 2} {
 			b.Run(fmt.Sprintf("via=%s/apps=%d", via, n), func(b *testing.B) {
 				signers := make([]signer, n)
