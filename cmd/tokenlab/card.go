@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"tokenlab/emulator/piv"
 	"tokenlab/emulator/state"
@@ -84,6 +86,9 @@ type statusJSON struct {
 	PUK           retriesJSON `json:"puk"`
 	ManagementKey mgmJSON     `json:"management_key"`
 	Slots         []slotJSON  `json:"slots"`
+	// Served says a `tokenlab serve` runs the card: the retry counters are the card's own, from
+	// its control socket, rather than the state directory's.
+	Served bool `json:"served"`
 }
 
 type retriesJSON struct {
@@ -123,7 +128,17 @@ func runCardStatus(args []string, stdout io.Writer) error {
 		return err
 	}
 	st := d.Status()
+	// A served card's counters may be ahead of the directory's by the restore a right PIN
+	// defers (piv.Applet.Flush): the card tells its own.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	live, err := controlCard(ctx, *dir, "status")
+	served := err == nil && live.serial == d.Serial()
+	if served {
+		st.PINRetries, st.PUKRetries = live.pin, live.puk
+	}
 	out := statusJSON{
+		Served:        served,
 		Serial:        d.Serial(),
 		Version:       d.Version().String(),
 		PIN:           retriesJSON{st.PINRetries, st.PINMaxRetries, st.PINDefault},
@@ -155,7 +170,11 @@ func runCardStatus(args []string, stdout io.Writer) error {
 		return ""
 	}
 	fmt.Fprintf(stdout, "Card:            virtual YubiKey 5, serial %d, firmware %s\n", out.Serial, out.Version)
-	fmt.Fprintf(stdout, "State:           %s/%s\n", *dir, state.CardFile)
+	if served {
+		fmt.Fprintf(stdout, "State:           %s/%s, served by tokenlab serve\n", *dir, state.CardFile)
+	} else {
+		fmt.Fprintf(stdout, "State:           %s/%s\n", *dir, state.CardFile)
+	}
 	fmt.Fprintf(stdout, "PIN:             %d of %d tries left%s\n", out.PIN.Retries, out.PIN.MaxRetries, def(out.PIN.Default))
 	fmt.Fprintf(stdout, "PUK:             %d of %d tries left%s\n", out.PUK.Retries, out.PUK.MaxRetries, def(out.PUK.Default))
 	fmt.Fprintf(stdout, "Management key:  %s%s, touch %s\n", out.ManagementKey.Algorithm, def(out.ManagementKey.Default), out.ManagementKey.TouchPolicy)

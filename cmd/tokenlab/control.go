@@ -23,7 +23,8 @@ import (
 // the served card out of its reader and put it back, as a hand does with a USB token.
 //
 // A request is one line, "remove", "insert" or "status"; the answer one line, "ok PRESENT
-// REMOVALS SERIAL" (PRESENT is present or absent) or "error TEXT".
+// REMOVALS SERIAL PIN PUK" (PRESENT is present or absent; PIN and PUK the tries left on the card,
+// which the state directory may not have yet, see piv.Applet.Flush) or "error TEXT".
 const controlSocket = "control.sock"
 
 // Bounds of the control protocol.
@@ -37,6 +38,7 @@ type cardControl struct {
 	present  bool
 	removals uint64
 	serial   uint32
+	pin, puk int
 }
 
 // controlServer answers the control socket for a served card.
@@ -98,7 +100,8 @@ func (s *controlServer) answer(c net.Conn) {
 	if card.Present() {
 		present = "present"
 	}
-	fmt.Fprintf(c, "ok %s %d %d\n", present, card.Removals(), s.dev.Serial())
+	st := s.dev.Status()
+	fmt.Fprintf(c, "ok %s %d %d %d %d\n", present, card.Removals(), s.dev.Serial(), st.PINRetries, st.PUKRetries)
 }
 
 // controlCard sends op to the `tokenlab serve` that runs the card of state directory dir.
@@ -124,22 +127,24 @@ func controlCard(ctx context.Context, dir, op string) (cardControl, error) {
 	return parseControlAnswer(string(line))
 }
 
-// parseControlAnswer parses "ok PRESENT REMOVALS SERIAL" or "error TEXT".
+// parseControlAnswer parses "ok PRESENT REMOVALS SERIAL PIN PUK" or "error TEXT".
 func parseControlAnswer(line string) (cardControl, error) {
 	line = strings.TrimSuffix(line, "\n")
 	if text, ok := strings.CutPrefix(line, "error "); ok {
 		return cardControl{}, errors.New(text)
 	}
 	f := strings.Fields(line)
-	if len(f) != 4 || f[0] != "ok" || (f[1] != "present" && f[1] != "absent") {
+	if len(f) != 6 || f[0] != "ok" || (f[1] != "present" && f[1] != "absent") {
 		return cardControl{}, fmt.Errorf("malformed answer %q from tokenlab serve", line)
 	}
 	removals, err1 := strconv.ParseUint(f[2], 10, 64)
 	serial, err2 := strconv.ParseUint(f[3], 10, 32)
-	if err1 != nil || err2 != nil {
+	pin, err3 := strconv.ParseUint(f[4], 10, 8)
+	puk, err4 := strconv.ParseUint(f[5], 10, 8)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return cardControl{}, fmt.Errorf("malformed answer %q from tokenlab serve", line)
 	}
-	return cardControl{present: f[1] == "present", removals: removals, serial: uint32(serial)}, nil
+	return cardControl{present: f[1] == "present", removals: removals, serial: uint32(serial), pin: int(pin), puk: int(puk)}, nil
 }
 
 // runCardReader is `tokenlab card remove` and `tokenlab card insert`.

@@ -291,3 +291,19 @@ func currentUserName(t *testing.T) string {
 	}
 	return u.Username
 }
+
+// The control socket's answers parse, and anything else is an error naming the answer.
+func TestParseControlAnswer(t *testing.T) {
+	got, err := parseControlAnswer("ok absent 3 5150 2 3\n")
+	if err != nil || got != (cardControl{present: false, removals: 3, serial: 5150, pin: 2, puk: 3}) {
+		t.Errorf("parseControlAnswer: %+v, %v", got, err)
+	}
+	if _, err := parseControlAnswer("error unknown request \"eject\"\n"); err == nil || err.Error() != `unknown request "eject"` {
+		t.Errorf("error answer: %v", err)
+	}
+	for _, bad := range []string{"", "ok", "ok present 1 2", "ok maybe 1 2 3 3", "ok present 1 2 3 256", "ok present -1 2 3 3", "fine present 1 2 3 3"} {
+		if _, err := parseControlAnswer(bad); err == nil || !strings.Contains(err.Error(), "malformed answer") {
+			t.Errorf("parseControlAnswer(%q): %v, want a malformed answer", bad, err)
+		}
+	}
+}
