@@ -34,6 +34,7 @@ interop: peers
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags record ./ssh/internal/... # the fuzz-seed recorders (record_test.go)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
