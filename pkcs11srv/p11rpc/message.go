@@ -577,6 +577,20 @@ func (w *writer) Byte(v byte) {
 	}
 }
 
+// ByteArray writes an ay argument holding b (valid = 1): in a request, the caller's input; in a
+// response, the output of a call whose caller's buffer was large enough. nil is written as an
+// empty, non-NULL array.
+func (w *writer) ByteArray(b []byte) {
+	if !w.begin("ay") {
+		return
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	w.b.AddUint8(1)
+	w.raw(b)
+}
+
 // Ulong writes a u argument.
 func (w *writer) Ulong(v uint64) {
 	if w.begin("u") {
@@ -656,19 +670,6 @@ func NewResponse(call Call, proto Protocol) *Response {
 	return &Response{newWriter(call, sig, proto)}
 }
 
-// ByteArray writes an ay argument holding b (valid = 1): the output of a call whose caller's
-// buffer was large enough. nil is written as an empty array.
-func (r *Response) ByteArray(b []byte) {
-	if !r.begin("ay") {
-		return
-	}
-	if b == nil {
-		b = []byte{}
-	}
-	r.b.AddUint8(1)
-	r.raw(b)
-}
-
 // ByteArrayLength writes an ay argument with no bytes (valid = 0) and the length the output
 // needs: the answer to a length query (fy = 0) or to a buffer that is too small, which the
 // client turns into CKR_BUFFER_TOO_SMALL (§2.5).
@@ -743,18 +744,6 @@ func NewRequest(call Call, proto Protocol) *RequestWriter {
 		return w
 	}
 	return &RequestWriter{newWriter(call, sig, proto)}
-}
-
-// ByteArray writes an ay argument holding b; nil is written as an empty, non-NULL array.
-func (w *RequestWriter) ByteArray(b []byte) {
-	if !w.begin("ay") {
-		return
-	}
-	if b == nil {
-		b = []byte{}
-	}
-	w.b.AddUint8(1)
-	w.raw(b)
 }
 
 // NullByteArray writes an ay argument for a NULL pointer, in the form of the protocol version.
