@@ -758,21 +758,9 @@ func (a *App) DigestInit(h uint64, mech Mechanism) error {
 	return nil
 }
 
-// Digest is C_Digest.
+// Digest is C_Digest: the last part and the digest in one call.
 func (a *App) Digest(h uint64, data []byte, capacity int) ([]byte, int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	s, op, err := a.activeOp(h, opDigest)
-	if err != nil {
-		return nil, 0, err
-	}
-	n := op.hash.Size()
-	if short, err := tooShort(n, capacity); short {
-		return nil, n, err
-	}
-	s.endOp()
-	op.h.Write(data)
-	return op.h.Sum(nil), n, nil
+	return a.digestFinal(h, data, capacity)
 }
 
 // DigestUpdate is C_DigestUpdate.
@@ -789,6 +777,12 @@ func (a *App) DigestUpdate(h uint64, part []byte) error {
 
 // DigestFinal is C_DigestFinal.
 func (a *App) DigestFinal(h uint64, capacity int) ([]byte, int, error) {
+	return a.digestFinal(h, nil, capacity)
+}
+
+// digestFinal hashes a last part, if any, and ends the digest; a length query (or a buffer
+// that is too small) leaves the operation and its data as they were.
+func (a *App) digestFinal(h uint64, last []byte, capacity int) ([]byte, int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s, op, err := a.activeOp(h, opDigest)
@@ -800,6 +794,7 @@ func (a *App) DigestFinal(h uint64, capacity int) ([]byte, int, error) {
 		return nil, n, err
 	}
 	s.endOp()
+	op.h.Write(last)
 	return op.h.Sum(nil), n, nil
 }
 
