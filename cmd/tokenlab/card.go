@@ -17,23 +17,14 @@ import (
 )
 
 func runCard(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("missing subcommand: init, status, attestation-root, remove or insert")
-	}
-	switch args[0] {
-	case "init":
-		return inSubcommand("card init", runCardInit(args[1:], stdout))
-	case "status":
-		return inSubcommand("card status", runCardStatus(args[1:], stdout))
-	case "attestation-root":
-		return inSubcommand("card attestation-root", runCardAttestationRoot(args[1:], stdout))
-	case "remove", "insert":
-		return inSubcommand("card "+args[0], runCardReader(args[0], args[1:], stdout))
-	case "-h", "--help", "help":
-		return helpError{"usage: tokenlab card init|status|attestation-root|remove|insert --state DIR [flags]\n" +
-			"  remove and insert take the card that tokenlab serve runs out of its reader and put it back\n"}
-	}
-	return usagef("unknown subcommand %q (want init, status, attestation-root, remove or insert)", args[0])
+	return dispatch("card", args,
+		"usage: tokenlab card init|status|attestation-root|remove|insert --state DIR [flags]\n"+
+			"  remove and insert take the card that tokenlab serve runs out of its reader and put it back\n",
+		subcommand{"init", func(a []string) error { return runCardInit(a, stdout) }},
+		subcommand{"status", func(a []string) error { return runCardStatus(a, stdout) }},
+		subcommand{"attestation-root", func(a []string) error { return runCardAttestationRoot(a, stdout) }},
+		subcommand{"remove", func(a []string) error { return runCardReader("remove", a, stdout) }},
+		subcommand{"insert", func(a []string) error { return runCardReader("insert", a, stdout) }})
 }
 
 func runCardInit(args []string, stdout io.Writer) error {

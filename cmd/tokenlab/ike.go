@@ -26,20 +26,12 @@ import (
 )
 
 func runIKE(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("missing subcommand: listen or connect")
-	}
-	switch args[0] {
-	case "listen":
-		return inSubcommand("ike listen", runIKEListen(args[1:], stdout))
-	case "connect":
-		return inSubcommand("ike connect", runIKEConnect(args[1:], stdout))
-	case "-h", "--help", "help":
-		return helpError{"usage: tokenlab ike listen|connect [flags]\n" +
-			"  listen   an IKEv2 responder (a FortiGate-like dial-up gateway)\n" +
-			"  connect  an IKEv2 initiator whose key is on the card, reached through the middleware\n"}
-	}
-	return usagef("unknown subcommand %q (want listen or connect)", args[0])
+	return dispatch("ike", args,
+		"usage: tokenlab ike listen|connect [flags]\n"+
+			"  listen   an IKEv2 responder (a FortiGate-like dial-up gateway)\n"+
+			"  connect  an IKEv2 initiator whose key is on the card, reached through the middleware\n",
+		subcommand{"listen", func(a []string) error { return runIKEListen(a, stdout) }},
+		subcommand{"connect", func(a []string) error { return runIKEConnect(a, stdout) }})
 }
 
 // ikeFlags are the flags both ends share.

@@ -17,21 +17,12 @@ import (
 )
 
 func runLab(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("missing subcommand: run, list or check")
-	}
-	switch args[0] {
-	case "run":
-		return inSubcommand("lab run", runLabRun(args[1:], stdout, os.Stderr))
-	case "list":
-		return inSubcommand("lab list", runLabList(args[1:], stdout))
-	case "check":
-		return inSubcommand("lab check", runLabCheck(args[1:], stdout))
-	case "-h", "--help", "help":
-		return helpError{"usage: tokenlab lab run SCENARIO [--profile P]... [--json] [--html FILE] [--progress]\n" +
-			"       tokenlab lab list\n       tokenlab lab check FILE...\n"}
-	}
-	return usagef("unknown subcommand %q (want run, list or check)", args[0])
+	return dispatch("lab", args,
+		"usage: tokenlab lab run SCENARIO [--profile P]... [--json] [--html FILE] [--progress]\n"+
+			"       tokenlab lab list\n       tokenlab lab check FILE...\n",
+		subcommand{"run", func(a []string) error { return runLabRun(a, stdout, os.Stderr) }},
+		subcommand{"list", func(a []string) error { return runLabList(a, stdout) }},
+		subcommand{"check", func(a []string) error { return runLabCheck(a, stdout) }})
 }
 
 // profileList is a repeatable --profile flag.

@@ -46,6 +46,34 @@ type subcommandError struct {
 
 func (e subcommandError) Error() string { return e.err.Error() }
 
+// subcommand is one command of a group, such as init in `tokenlab card init`.
+type subcommand struct {
+	name string
+	run  func(args []string) error
+}
+
+// dispatch runs the subcommand that args name in group; errors name the subcommand.
+func dispatch(group string, args []string, help string, subs ...subcommand) error {
+	names := make([]string, len(subs))
+	for i, s := range subs {
+		names[i] = s.name
+	}
+	want := strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+	if len(args) == 0 {
+		return usagef("missing subcommand: %s", want)
+	}
+	for _, s := range subs {
+		if s.name == args[0] {
+			return inSubcommand(group+" "+s.name, s.run(args[1:]))
+		}
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		return helpError{help}
+	}
+	return usagef("unknown subcommand %q (want %s)", args[0], want)
+}
+
 func inSubcommand(name string, err error) error {
 	if err == nil {
 		return nil

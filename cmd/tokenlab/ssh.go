@@ -30,20 +30,10 @@ import (
 )
 
 func runSSH(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("missing subcommand: listen, connect or export")
-	}
-	switch args[0] {
-	case "listen":
-		return inSubcommand("ssh listen", runSSHListen(args[1:], stdout))
-	case "connect":
-		return inSubcommand("ssh connect", runSSHConnect(args[1:], stdout))
-	case "export":
-		return inSubcommand("ssh export", runSSHExport(args[1:], stdout))
-	case "-h", "--help", "help":
-		return helpError{"usage: tokenlab ssh listen|connect|export [flags]\n"}
-	}
-	return usagef("unknown subcommand %q (want listen, connect or export)", args[0])
+	return dispatch("ssh", args, "usage: tokenlab ssh listen|connect|export [flags]\n",
+		subcommand{"listen", func(a []string) error { return runSSHListen(a, stdout) }},
+		subcommand{"connect", func(a []string) error { return runSSHConnect(a, stdout) }},
+		subcommand{"export", func(a []string) error { return runSSHExport(a, stdout) }})
 }
 
 // parseSlot parses a PIV key reference such as 9a or 82.
