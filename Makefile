@@ -69,8 +69,9 @@ bench: peers
 # A short campaign on each fuzz target (FUZZTIME per target).
 FUZZTIME ?= 30s
 fuzz:
-	@for t in $$($(GO) test -list '^Fuzz' ./... | grep -E '^(Fuzz|ok)' | awk '/^Fuzz/{f=f" "$$1} /^ok/{if(f!="")print $$2":"f; f=""}'); do \
-		pkg=$${t%%:*}; for f in $${t#*:}; do \
+	@$(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/{f=f" "$$1} /^ok/{if(f!="")print $$2 f; f=""}' | \
+	while read -r pkg targets; do \
+		for f in $$targets; do \
 			echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
 		done; \
 	done
