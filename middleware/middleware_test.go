@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -70,6 +71,11 @@ func (l *lab) open(app, profile string) *Token {
 	if err != nil {
 		l.t.Fatal(err)
 	}
+	return l.openPolicy(app, p)
+}
+
+func (l *lab) openPolicy(app string, p Policy) *Token {
+	l.t.Helper()
 	tok, err := Open(context.Background(), func(context.Context) (apdu.Transactor, error) { return l.dev.Card.Connect(), nil },
 		Options{Application: app, Policy: p, Prompter: l.prompts, Audit: l.rec, Clock: l.clock, Session: l.session})
 	if err != nil {
@@ -552,6 +558,82 @@ func TestKeepCacheAtLogout(t *testing.T) {
 			l.sign(tok, pivclient.SlotAuthentication)
 			if got := l.prompted("vpn"); got != c.prompts+1 {
 				t.Errorf("a new process was not asked: %d prompts in all", got)
+			}
+		})
+	}
+}
+
+// Idle under the scopes none and application ends the application's own login: a logged-in
+// application that signs again after the idle time is asked again, and a cached PIN that went
+// unused with the login is not re-presented in its place. Use within the idle time keeps the
+// login going. Without the knob (stock strict-2fa) a live login never idles out: "a PIN on
+// every connection" says nothing of inactivity.
+func TestIdleEndsApplicationLogin(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		profile string
+		idle    time.Duration
+		prompts int // in all, after login, use within the idle time, and use after it
+		reset   int // card resets: strict-2fa resets the card at each logout
+	}{
+		{"strict-2fa", 15 * time.Minute, 2, 1},
+		{"opensc-default", 15 * time.Minute, 2, 0},
+		{"strict-2fa", 0, 1, 0},
+	} {
+		t.Run(fmt.Sprintf("%s/idle=%v", c.profile, c.idle), func(t *testing.T) {
+			l := newLab(t)
+			p, _ := Profile(c.profile)
+			p.Idle = c.idle
+			tok := l.openPolicy("vpn", p)
+			if err := tok.Login(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				l.clock.Advance(10 * time.Minute) // idle, but less than 15 minutes each time
+				l.sign(tok, pivclient.SlotAuthentication)
+			}
+			if n := l.prompted("vpn"); n != 1 {
+				t.Fatalf("%d prompts while the login was in use, want 1", n)
+			}
+			l.clock.Advance(time.Hour)
+			if c.idle != 0 {
+				// The card forgets too, so that a PIN the middleware still had would
+				// show as a re-use.
+				l.dev.Card.Reset()
+			}
+			l.sign(tok, pivclient.SlotAuthentication)
+			if n := l.prompted("vpn"); n != c.prompts {
+				t.Errorf("%d prompts after an idle hour, want %d", n, c.prompts)
+			}
+			if n := l.rec.Count("vpn", EventCardReset); n != c.reset {
+				t.Errorf("%d card resets, want %d", n, c.reset)
+			}
+			if c.idle == 0 {
+				return
+			}
+			if n := l.rec.Count("vpn", EventCacheReuse); n != 0 {
+				t.Errorf("the idle login's cached PIN was re-used %d times", n)
+			}
+			var ended bool
+			for _, e := range l.rec.Events() {
+				ended = ended || e.Kind == EventLogout && e.Reason == "login unused for 15m0s"
+			}
+			if !ended {
+				t.Errorf("no logout event for the idle login: %v", l.rec.Events())
+			}
+			// Nobody to ask: the login is over, and stays over.
+			tok.opts.Prompter = nil
+			l.clock.Advance(time.Hour)
+			digest := sha256.Sum256([]byte("tokenlab"))
+			if _, err := tok.Sign(ctx, pivclient.SlotAuthentication, digest[:]); !errors.Is(err, ErrPINRequired) {
+				t.Errorf("sign after the idle time with nobody to ask: %v, want ErrPINRequired", err)
+			}
+			if tok.LoggedIn() {
+				t.Error("the application is still logged in after its login idled out")
+			}
+			// A key without a PIN needs no login.
+			if _, err := tok.Sign(ctx, pivclient.SlotCardAuthentication, digest[:]); err != nil {
+				t.Errorf("9E after the login ended: %v", err)
 			}
 		})
 	}

@@ -64,8 +64,10 @@ type Policy struct {
 	Scope Scope
 	// TTL bounds how long a cached PIN lives after it was entered; 0 means no bound.
 	TTL time.Duration
-	// Idle ends a cached PIN (and, with ScopeLogonSession, the card's login) after this long
-	// without use; 0 means never.
+	// Idle ends a cached PIN after this long without use, and a login too: with
+	// ScopeLogonSession the single logon (the card is logged out) when no application of the
+	// session used it, otherwise the application's own login, which then needs the PIN again
+	// (SP 800-63B §4.2.3). 0 means never.
 	Idle time.Duration
 	// MaxUses bounds how often a cached PIN is presented to the card again without asking
 	// (OpenSC's pin_cache_counter); 0 means no bound.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"tokenlab/apdu"
 	"tokenlab/middleware/pivclient"
@@ -85,7 +86,8 @@ type Token struct {
 	keys     []Key // nil until read
 	appPIN   *cachedPIN
 	loggedIn bool
-	counted  string // the token label under which the session counts this application logged in, "" if it does not
+	active   time.Time // the login's last activity: the login itself, or a use of a key
+	counted  string    // the token label under which the session counts this application logged in, "" if it does not
 	closed   bool
 }
 
@@ -258,6 +260,9 @@ func (t *Token) reconnect(ctx context.Context) error {
 // reports whether this application was the last one logged in on the card.
 func (t *Token) setLoggedIn(v bool) (last bool) {
 	t.loggedIn = v
+	if v {
+		t.active = t.opts.Clock.Now()
+	}
 	switch {
 	case v && t.counted == "":
 		t.counted = t.info.Label
@@ -445,6 +450,24 @@ func (t *Token) endExpiredLogon(ctx context.Context) error {
 	}
 	t.event(EventCardLogout, 0, why)
 	return nil
+}
+
+// endIdleLogin logs the application out when its login has gone unused for the policy's idle
+// time, as if it had called Logout itself, so that the next use needs the PIN again: the
+// re-authentication after inactivity of SP 800-63B §4.2.3. It applies to the scopes none and
+// application; a logon session's single logon has a clock of its own (endExpiredLogon), which
+// every application of the session keeps going.
+func (t *Token) endIdleLogin(ctx context.Context) error {
+	p := t.opts.Policy
+	if !t.loggedIn || p.Idle <= 0 || p.Scope == ScopeLogonSession {
+		return nil
+	}
+	if t.opts.Clock.Now().Sub(t.active) < p.Idle {
+		return nil
+	}
+	why := fmt.Sprintf("login unused for %v", p.Idle)
+	t.event(EventPolicy, 0, why+": the application is logged out")
+	return t.logout(ctx, why, false)
 }
 
 // verifyObtained presents a PIN obtainPIN returned. When the card refuses a cached one, the
@@ -662,13 +685,28 @@ func (t *Token) operate(ctx context.Context, slot byte, kind EventKind, contextP
 	if err != nil {
 		return nil, err
 	}
+	needsPIN := k.PINPolicy != pivclient.PINPolicyNever
+	if needsPIN {
+		if err := t.endIdleLogin(ctx); err != nil {
+			return nil, err
+		}
+	}
 	var out []byte
 	use := func() error {
 		var err error
 		if out, err = op(k); err == nil {
 			t.event(kind, slot, "")
+			now := t.opts.Clock.Now()
+			if needsPIN {
+				// The login, and the PIN it was made with, are in use: activity for their
+				// idle time.
+				t.active = now
+				if t.appPIN != nil {
+					t.appPIN.lastUsed = now
+				}
+			}
 			if t.opts.Policy.Scope == ScopeLogonSession {
-				t.opts.Session.touch(t.info.Label, t.opts.Clock.Now())
+				t.opts.Session.touch(t.info.Label, now)
 			}
 		}
 		return err

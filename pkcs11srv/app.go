@@ -279,6 +279,11 @@ func (a *App) cardError(err error) error {
 	case errors.Is(err, apdu.ErrBlocked):
 		return RV(ckrPINLocked)
 	case errors.Is(err, middleware.ErrPINRequired), errors.Is(err, apdu.ErrSecurityStatus):
+		if a.user == ckuUser && a.token != nil && !a.token.LoggedIn() {
+			// The middleware ended the login (its policy's idle time) and nobody could
+			// log it in again: the application is logged out, and C_Login works again.
+			a.endLogin()
+		}
 		return RV(ckrUserNotLoggedIn)
 	case errors.Is(err, prompt.ErrCancelled):
 		return RV(ckrFunctionCanceled)
@@ -629,6 +634,17 @@ func (a *App) Logout(ctx context.Context, h uint64) error {
 // logout ends the application's login: searches and private-key operations end, and the
 // middleware logs out.
 func (a *App) logout(ctx context.Context) error {
+	a.endLogin()
+	if a.token != nil {
+		if err := a.token.Logout(ctx); err != nil {
+			return a.cardError(err)
+		}
+	}
+	return nil
+}
+
+// endLogin returns every session to public: searches and private-key operations end.
+func (a *App) endLogin() {
 	for _, s := range a.sessions {
 		s.find = nil
 		if s.op != nil && s.op.kind != opDigest && s.op.kind != opVerify {
@@ -638,12 +654,6 @@ func (a *App) logout(ctx context.Context) error {
 		}
 	}
 	a.resetLogin()
-	if a.token != nil {
-		if err := a.token.Logout(ctx); err != nil {
-			return a.cardError(err)
-		}
-	}
-	return nil
 }
 
 // visible returns the objects the application may see now.

@@ -400,3 +400,56 @@ func TestMechanismsAndDigest(t *testing.T) {
 	rv(t, "second C_Initialize", a.Initialize(), ckrCryptokiAlreadyInitialized)
 	_ = errors.New
 }
+
+// A policy idle time ends a live login (SP 800-63B §4.2.3). With nobody to ask, the signature
+// after it answers CKR_USER_NOT_LOGGED_IN and the application is logged out as by C_Logout:
+// its sessions are public, its key handle is gone, and C_Login works again.
+func TestIdleLogout(t *testing.T) {
+	ctx := context.Background()
+	d, err := yubikey.New(yubikey.Options{Serial: 1234})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pivclient.New(d.Card)
+	c.Select(ctx)
+	if err := c.AuthenticateManagementKey(ctx, pivclient.AlgAES192, piv.DefaultManagementKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GenerateKey(ctx, 0x9A, pivclient.AlgECCP256, pivclient.PINPolicyOnce, 1); err != nil {
+		t.Fatal(err)
+	}
+	pol, _ := middleware.Profile("strict-2fa")
+	pol.Idle = 15 * time.Minute
+	clock := middleware.NewFakeClock(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC))
+	rec := &middleware.Recorder{}
+	f := &fixture{t: t, dev: d, rec: rec, srv: New(Config{Reader: d.Card, Policy: pol, Audit: rec, Clock: clock})}
+	a := f.app("vpn")
+	s := f.open(a, false)
+	digest := sha256.Sum256([]byte("idle"))
+	sign := func() error {
+		if err := a.SignInit(ctx, s, ecdsaMech, privateHandle(0x9A, a.loginGen)); err != nil {
+			return err
+		}
+		_, _, err := a.Sign(ctx, s, digest[:], 64)
+		return err
+	}
+
+	rv(t, "login", a.Login(ctx, s, ckuUser, []byte("123456")), ckrOK)
+	key := privateHandle(0x9A, a.loginGen)
+	for range 3 {
+		clock.Advance(10 * time.Minute)
+		rv(t, "sign within the idle time", sign(), ckrOK)
+	}
+	clock.Advance(16 * time.Minute)
+	rv(t, "sign after 16 idle minutes", sign(), ckrUserNotLoggedIn)
+	if si, _ := a.GetSessionInfo(s); si.State != cksROPublic {
+		t.Errorf("session state %d after the idle logout, want RO public", si.State)
+	}
+	rv(t, "SignInit while logged out", a.SignInit(ctx, s, ecdsaMech, key), ckrUserNotLoggedIn)
+	rv(t, "login again", a.Login(ctx, s, ckuUser, []byte("123456")), ckrOK)
+	rv(t, "SignInit with the handle of the ended login", a.SignInit(ctx, s, ecdsaMech, key), ckrKeyHandleInvalid)
+	rv(t, "sign after the new login", sign(), ckrOK)
+	if n := rec.Count("vpn", middleware.EventCardReset); n != 1 {
+		t.Errorf("%d card resets, want 1 (strict-2fa resets the card when the login ends)", n)
+	}
+}
