@@ -84,9 +84,11 @@ func (r *Result) Failed() bool {
 	return false
 }
 
-// Run plays the scenario under the named profile, on a fresh in-memory card, and judges it.
+// Run plays the scenario under a profile, on a fresh in-memory card, and judges it. profile is
+// a policy specification (middleware.ParsePolicy): a profile's name, with knobs set over it as
+// PROFILE+KNOB=VALUE.
 func Run(ctx context.Context, sc *Scenario, profile string, opts Options) (*Result, error) {
-	pol, err := middleware.Profile(profile)
+	pol, err := middleware.ParsePolicy(profile)
 	if err != nil {
 		return nil, err
 	}

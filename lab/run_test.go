@@ -39,9 +39,10 @@ var expected = map[string]map[string]map[string][]int{
 		"opensc-ignore-user-consent": {"pin-every-signature 9c": {21}},
 	},
 	"idle-reauth": {
-		"strict-2fa":           {"reauth-after 15m": {12}},
+		"strict-2fa":           {"reauth-after 15m": {13}},
+		"strict-2fa+idle=15m":  {}, // the login ends after 15 idle minutes: asked again
 		"activclient":          {}, // its 15 idle minutes end the single logon: asked again
-		"safenet-single-logon": {"reauth-after 15m": {12}},
+		"safenet-single-logon": {"reauth-after 15m": {13}},
 	},
 }
 
@@ -153,7 +154,7 @@ func TestReports(t *testing.T) {
 		WriteTable(&table, r)
 	}
 	for _, want := range []string{
-		"verdict: strict-2fa VIOLATES reauth-after 15m (line 12)",
+		"verdict: strict-2fa VIOLATES reauth-after 15m (line 13)",
 		"verdict: activclient complies with reauth-after 15m",
 		"idle-reauth under activclient",
 	} {

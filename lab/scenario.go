@@ -202,7 +202,7 @@ func (p *parser) line(n int, text string) error {
 			return errors.New("profiles: none named")
 		}
 		for _, a := range args {
-			if _, err := middleware.Profile(a); err != nil {
+			if _, err := middleware.ParsePolicy(a); err != nil {
 				return fmt.Errorf("profiles: %v", err)
 			}
 			if slices.Contains(p.sc.Profiles, a) {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -636,5 +637,50 @@ func TestIdleEndsApplicationLogin(t *testing.T) {
 				t.Errorf("9E after the login ended: %v", err)
 			}
 		})
+	}
+}
+
+// A policy specification is a profile with knobs over it; the name says what changed, and a bad
+// specification names the knob and the problem.
+func TestParsePolicy(t *testing.T) {
+	p, err := ParsePolicy("strict-2fa+idle=15m+scope=none+max-uses=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Idle != 15*time.Minute || p.MaxUses != 3 || p.AtDisconnect != DisconnectReset {
+		t.Errorf("parsed %+v", p)
+	}
+	// scope=none is strict-2fa's own: it changes nothing, and is not in the name.
+	if p.Name != "strict-2fa+idle=15m+max-uses=3" {
+		t.Errorf("name %q", p.Name)
+	}
+	if p, err := ParsePolicy("ykcs11"); err != nil || p.Name != "ykcs11" || p.ReverifyOnReinsert != true {
+		t.Errorf("a plain profile: %+v, %v", p, err)
+	}
+	for spec, want := range map[string]string{
+		"sloppy":                     `"sloppy" is not a profile`,
+		"strict-2fa+":                `"" is not KNOB=VALUE`,
+		"strict-2fa+idle":            `"idle" is not KNOB=VALUE`,
+		"strict-2fa+idle=":           `"idle=" is not KNOB=VALUE`,
+		"strict-2fa+idle=soon":       `idle: "soon" is not a duration`,
+		"strict-2fa+colour=blue":     "colour: unknown policy knob (scope, ttl",
+		"opensc-default+max-uses=-1": `max-uses: "-1" is not a count`,
+	} {
+		if _, err := ParsePolicy(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", spec, err, want)
+		}
+	}
+	// Every knob Knobs names is one Set knows, and changes the policy.
+	values := map[string]string{"scope": "logon-session", "ttl": "1h", "idle": "2m", "max-uses": "7",
+		"at-disconnect": "logout"}
+	for _, k := range Knobs {
+		v, ok := values[k]
+		if !ok {
+			v = "true"
+		}
+		var p Policy
+		if err := p.Override(k, v); err != nil || p == (Policy{}) || p.Name != "+"+k+"="+v {
+			t.Errorf("knob %s=%s: %+v, %v", k, v, p, err)
+		}
 	}
 }

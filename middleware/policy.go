@@ -3,6 +3,7 @@ package middleware
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -194,4 +195,96 @@ func ParseDisconnect(s string) (Disconnect, error) {
 		}
 	}
 	return 0, fmt.Errorf("%q is not a disconnect action (leave, logout, reset)", s)
+}
+
+// Knobs names the settings of a Policy as Set takes them: the keys of the [policy] section of
+// `tokenlab serve`'s configuration, and of a policy specification (ParsePolicy).
+var Knobs = []string{"scope", "ttl", "idle", "max-uses", "bypass-pin-always", "trust-card-status",
+	"at-disconnect", "keep-cache-at-logout", "clear-on-removal", "reverify-on-reinsert"}
+
+// Set sets the knob named knob from its text: a scope or disconnect name, a duration such as 15m
+// (0 for none), a count, or true or false.
+func (p *Policy) Set(knob, value string) error {
+	boolean := func(dst *bool) error {
+		v, err := strconv.ParseBool(value)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", value)
+		}
+		*dst = v
+		return nil
+	}
+	duration := func(dst *time.Duration) error {
+		v, err := time.ParseDuration(value)
+		if err != nil || v < 0 {
+			return fmt.Errorf("%q is not a duration such as 15m (0 for none)", value)
+		}
+		*dst = v
+		return nil
+	}
+	var err error
+	switch knob {
+	case "scope":
+		p.Scope, err = ParseScope(value)
+	case "ttl":
+		err = duration(&p.TTL)
+	case "idle":
+		err = duration(&p.Idle)
+	case "max-uses":
+		n, e := strconv.Atoi(value)
+		if e != nil || n < 0 {
+			return fmt.Errorf("%q is not a count (0 for no bound)", value)
+		}
+		p.MaxUses = n
+	case "bypass-pin-always":
+		err = boolean(&p.BypassPINAlways)
+	case "trust-card-status":
+		err = boolean(&p.TrustCardStatus)
+	case "at-disconnect":
+		p.AtDisconnect, err = ParseDisconnect(value)
+	case "keep-cache-at-logout":
+		err = boolean(&p.KeepCacheAtLogout)
+	case "clear-on-removal":
+		err = boolean(&p.ClearOnRemoval)
+	case "reverify-on-reinsert":
+		err = boolean(&p.ReverifyOnReinsert)
+	default:
+		return fmt.Errorf("unknown policy knob (%s)", strings.Join(Knobs, ", "))
+	}
+	return err
+}
+
+// Override sets knob over p, as Set does, and marks a change in p's name: "strict-2fa" with
+// idle=15m becomes "strict-2fa+idle=15m", so that audit trails and reports never claim a
+// profile's stock behaviour for a changed one. A value the profile already has changes neither.
+func (p *Policy) Override(knob, value string) error {
+	q := *p
+	if err := q.Set(knob, value); err != nil {
+		return err
+	}
+	if q != *p {
+		q.Name += "+" + knob + "=" + value
+		*p = q
+	}
+	return nil
+}
+
+// ParsePolicy returns the policy a specification names: a profile, with knobs set over it as
+// PROFILE+KNOB=VALUE...: "strict-2fa+idle=15m" is strict-2fa that also ends a login after 15
+// idle minutes.
+func ParsePolicy(spec string) (Policy, error) {
+	name, rest, hasKnobs := strings.Cut(spec, "+")
+	p, err := Profile(name)
+	if err != nil || !hasKnobs {
+		return p, err
+	}
+	for kv := range strings.SplitSeq(rest, "+") {
+		knob, value, ok := strings.Cut(kv, "=")
+		if !ok || value == "" {
+			return Policy{}, fmt.Errorf("policy %q: %q is not KNOB=VALUE", spec, kv)
+		}
+		if err := p.Override(knob, value); err != nil {
+			return Policy{}, fmt.Errorf("policy %q: %s: %v", spec, knob, err)
+		}
+	}
+	return p, nil
 }

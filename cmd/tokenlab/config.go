@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"tokenlab/middleware"
 )
@@ -31,7 +30,7 @@ type serveConfig struct {
 	SSHServer  sshServerOptions
 
 	policy    middleware.Policy
-	overrides []func(*middleware.Policy) // from [policy], applied over the profile
+	overrides [][2]string // knob and value, from [policy], set over the profile
 }
 
 func newServeConfig() *serveConfig {
@@ -103,7 +102,7 @@ func (c *serveConfig) topKey(key, value string) error {
 	case "card-socket":
 		c.CardSocket = value
 	case "profile":
-		if _, err := middleware.Profile(value); err != nil {
+		if _, err := middleware.ParsePolicy(value); err != nil {
 			return err
 		}
 		c.Profile = value
@@ -140,77 +139,30 @@ func (c *serveConfig) topKey(key, value string) error {
 }
 
 func (c *serveConfig) policyKey(key, value string) error {
-	boolean := func(set func(*middleware.Policy, bool)) error {
-		v, err := strconv.ParseBool(value)
-		if err != nil {
-			return fmt.Errorf("%q is not true or false", value)
-		}
-		c.overrides = append(c.overrides, func(p *middleware.Policy) { set(p, v) })
-		return nil
+	var p middleware.Policy
+	if err := p.Set(key, value); err != nil {
+		return err
 	}
-	duration := func(set func(*middleware.Policy, time.Duration)) error {
-		v, err := time.ParseDuration(value)
-		if err != nil || v < 0 {
-			return fmt.Errorf("%q is not a duration such as 15m (0 for none)", value)
-		}
-		c.overrides = append(c.overrides, func(p *middleware.Policy) { set(p, v) })
-		return nil
-	}
-	switch key {
-	case "scope":
-		s, err := middleware.ParseScope(value)
-		if err != nil {
-			return err
-		}
-		c.overrides = append(c.overrides, func(p *middleware.Policy) { p.Scope = s })
-	case "ttl":
-		return duration(func(p *middleware.Policy, d time.Duration) { p.TTL = d })
-	case "idle":
-		return duration(func(p *middleware.Policy, d time.Duration) { p.Idle = d })
-	case "max-uses":
-		n, err := strconv.Atoi(value)
-		if err != nil || n < 0 {
-			return fmt.Errorf("%q is not a count (0 for no bound)", value)
-		}
-		c.overrides = append(c.overrides, func(p *middleware.Policy) { p.MaxUses = n })
-	case "bypass-pin-always":
-		return boolean(func(p *middleware.Policy, v bool) { p.BypassPINAlways = v })
-	case "trust-card-status":
-		return boolean(func(p *middleware.Policy, v bool) { p.TrustCardStatus = v })
-	case "keep-cache-at-logout":
-		return boolean(func(p *middleware.Policy, v bool) { p.KeepCacheAtLogout = v })
-	case "clear-on-removal":
-		return boolean(func(p *middleware.Policy, v bool) { p.ClearOnRemoval = v })
-	case "reverify-on-reinsert":
-		return boolean(func(p *middleware.Policy, v bool) { p.ReverifyOnReinsert = v })
-	case "at-disconnect":
-		d, err := middleware.ParseDisconnect(value)
-		if err != nil {
-			return err
-		}
-		c.overrides = append(c.overrides, func(p *middleware.Policy) { p.AtDisconnect = d })
-	default:
-		return fmt.Errorf("unknown policy knob (scope, ttl, idle, max-uses, bypass-pin-always, trust-card-status, at-disconnect, keep-cache-at-logout, clear-on-removal, reverify-on-reinsert)")
-	}
+	c.overrides = append(c.overrides, [2]string{key, value})
 	return nil
 }
 
-// resolvePolicy is the profile with the [policy] overrides applied; an overridden profile
-// keeps its name with a "+custom" mark, so audit trails do not claim the stock behaviour.
+// resolvePolicy is the profile with the [policy] knobs set over it; each knob that changes the
+// profile is named in the policy's name ("strict-2fa+idle=15m"), so that audit trails do not
+// claim the stock behaviour.
 func (c *serveConfig) resolvePolicy() (middleware.Policy, error) {
 	name := c.Profile
 	if name == "" {
 		name = "strict-2fa"
 	}
-	p, err := middleware.Profile(name)
+	p, err := middleware.ParsePolicy(name)
 	if err != nil {
 		return p, err
 	}
 	for _, o := range c.overrides {
-		o(&p)
-	}
-	if len(c.overrides) > 0 {
-		p.Name += "+custom"
+		if err := p.Override(o[0], o[1]); err != nil {
+			return p, err
+		}
 	}
 	return p, nil
 }

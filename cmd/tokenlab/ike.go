@@ -454,7 +454,7 @@ func runIKEConnect(args []string, stdout io.Writer) error {
 	state := fs.String("state", "", "sign with the card in this state directory (tokenlab card init), through the middleware")
 	cardSocket := fs.String("card-socket", "", "sign with the card of a running tokenlab serve (its --card-socket), through the middleware")
 	slotFlag := fs.String("slot", "9a", "the card's key slot; its certificate is ours")
-	profile := fs.String("profile", "strict-2fa", "middleware profile: when the PIN is asked for, and what closing a tunnel does to the card (tokenlab profiles)")
+	profile := fs.String("profile", "strict-2fa", "middleware profile: when the PIN is asked for, and what closing a tunnel does to the card; PROFILE+KNOB=VALUE sets knobs over it (tokenlab profiles)")
 	promptKind := fs.String("prompt", "terminal", "how the PIN, the EAP password and the one-time code are asked for: terminal, pinentry, env (TOKENLAB_PIN), file:PATH")
 	certFile := fs.String("cert", "", "PEM file of our certificate chain, for a software key")
 	keyFile := fs.String("key", "", "PEM file of our software private key")
@@ -510,7 +510,7 @@ func runIKEConnect(args []string, stdout io.Writer) error {
 		if err != nil {
 			return usagef("--slot: %q is not a slot such as 9a", *slotFlag)
 		}
-		if policy, err = middleware.Profile(*profile); err != nil {
+		if policy, err = middleware.ParsePolicy(*profile); err != nil {
 			return usagef("--profile: %v", err)
 		}
 		var done func()

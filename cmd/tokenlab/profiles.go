@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -51,5 +52,7 @@ func runProfiles(args []string, stdout io.Writer) error {
 	for _, p := range middleware.Profiles {
 		fmt.Fprintf(stdout, "%s: %s.\n", p.Name, p.Reproduces)
 	}
+	fmt.Fprintf(stdout, "\nWherever a profile is named, knobs can be set over it as PROFILE+KNOB=VALUE..., such as strict-2fa+idle=15m.\nKnobs: %s.\n",
+		strings.Join(middleware.Knobs, ", "))
 	return nil
 }

@@ -46,7 +46,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("vpcd", "", "address of pcscd's vpcd reader driver, or off (default "+vpcd.DefaultAddr+")")
 	pkcs11 := fs.String("pkcs11", "", "serve PKCS#11 on this Unix socket, for p11-kit-client.so")
 	cardSock := fs.String("card-socket", "", "serve the card's APDUs on this Unix socket, for tokenlab's own clients")
-	profile := fs.String("profile", "", "middleware profile of the PKCS#11 server (tokenlab profiles lists them; default strict-2fa)")
+	profile := fs.String("profile", "", "middleware profile of the PKCS#11 server, with knobs over it as PROFILE+KNOB=VALUE (tokenlab profiles lists them; default strict-2fa)")
 	promptKind := fs.String("prompt", "", "how the middleware asks for a PIN: none (applications give it), terminal, pinentry, env (TOKENLAB_PIN), file:PATH")
 	auditLog := fs.String("audit-log", "", "append every middleware event to this file as JSON lines")
 	touchFlag := fs.String("touch", "", "how the emulated user answers touch requests: auto (at once), refuse, or a delay such as 2s")
@@ -121,7 +121,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usagef("--touch: %v", err)
 	}
 	if cfg.Profile != "" {
-		if _, err := middleware.Profile(cfg.Profile); err != nil {
+		if _, err := middleware.ParsePolicy(cfg.Profile); err != nil {
 			return usagef("--profile: %v", err)
 		}
 	}

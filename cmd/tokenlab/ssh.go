@@ -114,7 +114,7 @@ func addCardFlags(fs *flag.FlagSet, app string) cardFlags {
 	return cardFlags{
 		state:   fs.String("state", "", "use the card in this state directory (no tokenlab serve may hold it)"),
 		socket:  fs.String("card-socket", "", "use the card of tokenlab serve --card-socket SOCKET"),
-		profile: fs.String("profile", "strict-2fa", "middleware profile (tokenlab profiles lists them)"),
+		profile: fs.String("profile", "strict-2fa", "middleware profile, with knobs over it as PROFILE+KNOB=VALUE (tokenlab profiles lists them)"),
 		prompt:  fs.String("prompt", "terminal", "how the PIN is asked for: terminal, pinentry, env (TOKENLAB_PIN), file:PATH"),
 		audit:   fs.String("audit-log", "", "append every middleware event of the "+app+" to this file as JSON lines"),
 	}
@@ -127,7 +127,7 @@ func (f cardFlags) open(ctx context.Context, app string) (tok *middleware.Token,
 	if (*f.state == "") == (*f.socket == "") {
 		return nil, nil, nil, usagef("give exactly one of --state and --card-socket")
 	}
-	policy, err := middleware.Profile(*f.profile)
+	policy, err := middleware.ParsePolicy(*f.profile)
 	if err != nil {
 		return nil, nil, nil, usagef("--profile: %v", err)
 	}
