@@ -684,3 +684,32 @@ func TestParsePolicy(t *testing.T) {
 		}
 	}
 }
+
+// ykcs11 re-verifies a re-inserted card with the PIN it kept, but not for a login that went
+// idle meanwhile: that login is over, and the next use asks.
+func TestIdleLoginNotReverifiedOnReinsert(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	p, err := ParsePolicy("ykcs11+idle=15m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := l.openPolicy("app", p)
+	if err := tok.Login(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	l.sign(tok, pivclient.SlotAuthentication)
+	l.clock.Advance(time.Hour)
+	l.dev.Card.Remove()
+	l.dev.Card.Insert()
+	digest := sha256.Sum256([]byte("x"))
+	if _, err := tok.Sign(ctx, pivclient.SlotAuthentication, digest[:]); !errors.Is(err, apdu.ErrRemoved) {
+		t.Fatalf("first use after removal: %v, want ErrRemoved", err)
+	}
+	if _, err := tok.Sign(ctx, pivclient.SlotAuthentication, digest[:]); err != nil {
+		t.Fatalf("%v\n%v", err, l.rec.Events())
+	}
+	if n, reused := l.prompted("app"), l.rec.Count("app", EventCacheReuse); n != 2 || reused != 0 {
+		t.Errorf("%d prompts and %d silent re-uses after an idle hour and a re-insertion, want 2 and 0\n%v", n, reused, l.rec.Events())
+	}
+}

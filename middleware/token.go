@@ -234,6 +234,9 @@ func (t *Token) reconnect(ctx context.Context) error {
 		t.appPIN = nil
 		return nil
 	}
+	if err := t.endIdleLogin(ctx); err != nil {
+		return err
+	}
 	if t.loggedIn && t.appPIN != nil {
 		pin := t.appPIN.use(t.opts.Clock.Now())
 		defer wipe(pin)
@@ -551,10 +554,14 @@ func (t *Token) logout(ctx context.Context, why string, end bool) error {
 		}
 		return err
 	case DisconnectReset:
-		if err := t.conn.Begin(ctx); err != nil {
-			return err
+		err := t.conn.Begin(ctx)
+		if err == nil {
+			err = t.conn.End(apdu.ResetCard)
 		}
-		if err := t.conn.End(apdu.ResetCard); err != nil {
+		if errors.Is(err, apdu.ErrRemoved) {
+			t.removed() // as do reacts to it
+		}
+		if err != nil {
 			return err
 		}
 		t.event(EventCardReset, 0, why)
