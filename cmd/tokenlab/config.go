@@ -29,7 +29,6 @@ type serveConfig struct {
 	SSH        string // address of the SSH server, "" for none
 	SSHServer  sshServerOptions
 
-	policy    middleware.Policy
 	overrides [][2]string // knob and value, from [policy], set over the profile
 }
 
